@@ -1,0 +1,262 @@
+"""ChartMoE-Align style quadruples: (chart image, table, JSON, plotting code).
+
+For one index and seed: draw a data table, pick a chart type, describe the
+chart as JSON (title, axes, series, colours, legend, style), generate Python
+plotting code from that chart type's template, and run the code to render the
+PNG. Questions with short answers and program-of-thought (PoT) answers are
+computed from the table: each PoT program is the very expression the short
+answer was computed with, so executing it prints the short answer.
+
+Everything is a pure function of ``(seed, index)``.
+"""
+import json
+import random
+
+CHART_TYPES = ('vertical_bar', 'horizontal_bar', 'grouped_bar', 'stacked_bar',
+               'line', 'pie', 'scatter', 'area')
+MULTI_SERIES_TYPES = ('grouped_bar', 'stacked_bar', 'line', 'area')
+PALETTE = ('#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b',
+           '#e377c2', '#7f7f7f')
+TOPICS = (
+    ('Year', [str(y) for y in range(2012, 2024)],
+     ['Revenue', 'Profit', 'Cost', 'Sales'], 'million USD'),
+    ('Country', ['China', 'India', 'Brazil', 'Japan', 'Germany', 'France',
+                 'Kenya', 'Mexico'], ['Exports', 'Imports', 'Output'],
+     'billion USD'),
+    ('Month', ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug'],
+     ['Rainfall', 'Visitors', 'Orders'], 'units'),
+    ('Product', ['Phones', 'Laptops', 'Tablets', 'Watches', 'Cameras', 'TVs'],
+     ['Units sold', 'Returns', 'Stock'], 'thousand'),
+    ('Age group', ['18-24', '25-34', '35-44', '45-54', '55-64', '65+'],
+     ['Share', 'Users', 'Spending'], 'percent'),
+)
+ALIGN_PROMPTS = {
+    'table': 'Convert the chart into a data table.',
+    'json': 'Describe the chart as a JSON object.',
+    'code': 'Write the Python matplotlib code that draws this chart.',
+}
+SHORT_ANSWER_PROMPT = 'Answer the question using a single word or phrase.'
+POT_PROMPT = ('Please give the program of thought in python code. Use print '
+              'function to output the answer in the end.')
+
+_PREAMBLE = '''import matplotlib
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt
+
+categories = {categories!r}
+series = {series!r}
+colors = {colors!r}
+fig, ax = plt.subplots(figsize=({size}, {size}), dpi={dpi})
+'''
+_BODIES = {
+    'vertical_bar': '''ax.bar(categories, series[0][1], color=colors[0], label=series[0][0])
+''',
+    'horizontal_bar': '''ax.barh(categories, series[0][1], color=colors[0], label=series[0][0])
+''',
+    'grouped_bar': '''width = 0.8 / len(series)
+for i, (name, values) in enumerate(series):
+    positions = [j + (i - (len(series) - 1) / 2) * width for j in range(len(categories))]
+    ax.bar(positions, values, width=width, color=colors[i], label=name)
+ax.set_xticks(range(len(categories)))
+ax.set_xticklabels(categories)
+''',
+    'stacked_bar': '''bottom = [0] * len(categories)
+for i, (name, values) in enumerate(series):
+    ax.bar(categories, values, bottom=bottom, color=colors[i], label=name)
+    bottom = [b + v for b, v in zip(bottom, values)]
+''',
+    'line': '''for i, (name, values) in enumerate(series):
+    ax.plot(categories, values, color=colors[i], marker='o', label=name)
+''',
+    'area': '''for i, (name, values) in enumerate(series):
+    ax.fill_between(categories, values, color=colors[i], alpha=0.4, label=name)
+    ax.plot(categories, values, color=colors[i])
+''',
+    'pie': '''ax.pie(series[0][1], labels=categories, colors=colors, autopct='%1.1f%%')
+ax.axis('equal')
+''',
+    'scatter': '''ax.scatter(categories, series[0][1], color=colors[0], label=series[0][0])
+''',
+}
+_AXES = '''ax.set_xlabel({x_title!r})
+ax.set_ylabel({y_title!r})
+ax.tick_params(labelsize=7)
+fig.subplots_adjust(left=0.18, bottom=0.16, right=0.97, top=0.9)
+'''
+_FINISH = '''ax.set_title({title!r}, fontsize={font_size})
+{legend}{grid}fig.savefig(OUTPUT_PATH, metadata={{'Software': None}})
+plt.close(fig)
+'''
+
+
+def _rng(seed, index):
+    return random.Random(seed * 1_000_003 + index)
+
+
+def make_table(rng, chart_type):
+    """A random table for ``chart_type``: ``{'header': [x, s1, ..],
+    'rows': [[category, v1, ..], ..], 'unit': str}``."""
+    x_name, pool, series_pool, unit = rng.choice(TOPICS)
+    num_rows = rng.randint(3, min(6, len(pool)))
+    num_series = rng.randint(2, 3) if chart_type in MULTI_SERIES_TYPES else 1
+    if chart_type == 'scatter':
+        x_name = 'x'
+        categories = sorted(rng.sample(range(1, 40), num_rows))
+    elif x_name in ('Year', 'Month'):
+        start = rng.randint(0, len(pool) - num_rows)
+        categories = pool[start:start + num_rows]
+    else:
+        categories = rng.sample(pool, num_rows)
+    names = rng.sample(series_pool, num_series)
+    integer = rng.random() < 0.5
+    rows = []
+    for category in categories:
+        values = [rng.randint(5, 95) if integer else round(
+            rng.uniform(1, 100), 1) for _ in names]
+        rows.append([category] + values)
+    return {'header': [x_name] + names, 'rows': rows, 'unit': unit}
+
+
+def table_to_text(table):
+    """Markdown-like text, one row per line: ``Year | Revenue`` ..."""
+    lines = [' | '.join(table['header'])]
+    lines += [' | '.join(str(v) for v in row) for row in table['rows']]
+    return '\n'.join(lines)
+
+
+def make_chart_json(rng, table, chart_type):
+    """The chart's JSON description (what the JSON expert learns to read)."""
+    x_name, names = table['header'][0], table['header'][1:]
+    categories = [row[0] for row in table['rows']]
+    num_colors = len(categories) if chart_type == 'pie' else len(names)
+    colors = rng.sample(PALETTE, num_colors)
+    subject = ' and '.join(names)
+    return {
+        'chart_type': chart_type,
+        'title': f'{subject} by {x_name}',
+        'x_axis': {'title': x_name, 'categories': categories},
+        'y_axis': {'title': f"{names[0] if len(names) == 1 else 'Value'} "
+                            f"({table['unit']})"},
+        'series': [{'name': name, 'color': colors[i % len(colors)],
+                    'values': [row[i + 1] for row in table['rows']]}
+                   for i, name in enumerate(names)],
+        'colors': colors,
+        'legend': {'show': len(names) > 1, 'position': 'best'},
+        'style': {'grid': rng.random() < 0.5, 'font_size': rng.choice([8, 9,
+                                                                       10])},
+    }
+
+
+def make_plot_code(spec, size=3.2, dpi=70):
+    """Python source that draws ``spec`` with matplotlib into OUTPUT_PATH."""
+    chart_type = spec['chart_type']
+    code = _PREAMBLE.format(
+        categories=spec['x_axis']['categories'],
+        series=[(s['name'], s['values']) for s in spec['series']],
+        colors=spec['colors'], size=size, dpi=dpi)
+    code += _BODIES[chart_type]
+    if chart_type != 'pie':
+        code += _AXES.format(x_title=spec['x_axis']['title'],
+                             y_title=spec['y_axis']['title'])
+    legend = "ax.legend(loc='best', fontsize=7)\n" if spec['legend'][
+        'show'] else ''
+    grid = 'ax.grid(True, alpha=0.3)\n' if spec['style']['grid'] else ''
+    code += _FINISH.format(title=spec['title'],
+                           font_size=spec['style']['font_size'], legend=legend,
+                           grid=grid)
+    return code
+
+
+def render_code(code, output_path):
+    """Run our own template code (trusted) to write the PNG."""
+    exec(compile(code, '<chart-code>', 'exec'), {'OUTPUT_PATH': output_path})
+
+
+def _table_dict(table):
+    return {name: {str(row[0]): row[i + 1] for row in table['rows']}
+            for i, name in enumerate(table['header'][1:])}
+
+
+def _pot_program(data, expression):
+    return f'data = {data!r}\nprint({expression})\n'
+
+
+def make_questions(rng, table):
+    """Questions about ``table``: ``[{'question', 'answer', 'pot', 'numeric'}]``.
+
+    ``answer`` is ``str(eval(expression))``; ``pot`` defines ``data`` and
+    prints the same expression.
+    """
+    data = _table_dict(table)
+    x_name = table['header'][0]
+    name = rng.choice(table['header'][1:])
+    cats = list(data[name])
+    a, b = rng.sample(cats, 2)
+    candidates = [
+        (f'What is the {name} of {a}?', f'data[{name!r}][{a!r}]', True),
+        (f'Which {x_name} has the highest {name}?',
+         f'max(data[{name!r}], key=data[{name!r}].get)', False),
+        (f'What is the difference in {name} between {a} and {b}?',
+         f'round(abs(data[{name!r}][{a!r}] - data[{name!r}][{b!r}]), 2)',
+         True),
+        (f'What is the total {name} over all shown {x_name} values?',
+         f'round(sum(data[{name!r}].values()), 2)', True),
+        (f'What is the average {name} across all {x_name} values?',
+         f'round(sum(data[{name!r}].values()) / len(data[{name!r}]), 2)',
+         True),
+        (f'Is the {name} of {a} greater than that of {b}?',
+         f"'Yes' if data[{name!r}][{a!r}] > data[{name!r}][{b!r}] else 'No'",
+         False),
+    ]
+    chosen = rng.sample(candidates, 3)
+    return [{
+        'question': question,
+        'answer': str(eval(expression, {'data': data})),  # our own expression
+        'pot': _pot_program(data, expression),
+        'numeric': numeric,
+    } for question, expression, numeric in chosen]
+
+
+def make_quadruple(seed, index, chart_type=None, table=None):
+    """Everything about chart ``index`` except the rendered PNG."""
+    rng = _rng(seed, index)
+    chart_type = chart_type or rng.choice(CHART_TYPES)
+    table = table or make_table(rng, chart_type)
+    spec = make_chart_json(rng, table, chart_type)
+    return {
+        'index': index,
+        'chart_type': chart_type,
+        'table': table,
+        'table_text': table_to_text(table),
+        'json': spec,
+        'code': make_plot_code(spec),
+        'questions': make_questions(rng, table),
+    }
+
+
+def quadruple_records(quad, image):
+    """LLaVA-format records of one quadruple: ``{'table': [..], 'json': [..],
+    'code': [..], 'qa': [..], 'chartqa': [..]}``. ``qa`` holds a short-answer
+    and a PoT record per question; ``chartqa`` the ChartQA-format entries."""
+    index = quad['index']
+
+    def conversation(kind, prompt, answer, k=0):
+        return {'id': f'{index:06d}_{kind}_{k}', 'image': image,
+                'conversations': [
+                    {'from': 'human', 'value': f'<image>\n{prompt}'},
+                    {'from': 'gpt', 'value': answer}]}
+
+    answers = {'table': quad['table_text'],
+               'json': json.dumps(quad['json'], ensure_ascii=False),
+               'code': quad['code']}
+    records = {kind: [conversation(kind, ALIGN_PROMPTS[kind], answers[kind])]
+               for kind in ALIGN_PROMPTS}
+    records['qa'], records['chartqa'] = [], []
+    for k, qa in enumerate(quad['questions']):
+        records['qa'].append(conversation(
+            'short', SHORT_ANSWER_PROMPT + qa['question'], qa['answer'], k))
+        records['qa'].append(conversation(
+            'pot', POT_PROMPT + qa['question'], qa['pot'], k))
+        records['chartqa'].append(
+            {'imgname': image, 'query': qa['question'], 'label': qa['answer']})
+    return records

@@ -1,0 +1,107 @@
+"""Write a ChartMoE-Align style data set: charts, quadruples and records.
+
+Layout of ``out_dir``::
+
+    charts/000000.png ...        rendered charts
+    quads/000000.json ...        quadruple + questions (written after its PNG)
+    align_table.json, align_json.json, align_code.json   LLaVA records
+    sft_qa.json                  short-answer + PoT QA records (LLaVA format)
+    test/test_human.json, test/test_augmented.json        ChartQA format
+
+Charts whose quadruple file exists are skipped (resumable). Every file is
+written to a temporary name and renamed, so an interrupted run leaves no
+half-written file. Output is a pure function of ``(seed, num_charts)``,
+whatever the number of workers.
+"""
+import json
+import os
+import os.path as osp
+from multiprocessing import Pool
+
+from tqdm import tqdm
+
+from .chart_synth import make_quadruple, quadruple_records, render_code
+
+RECORD_FILES = {'table': 'align_table.json', 'json': 'align_json.json',
+                'code': 'align_code.json', 'qa': 'sft_qa.json'}
+
+
+def atomic_write_json(path, obj):
+    """Write ``obj`` as JSON to ``path`` via a temporary file + rename."""
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    tmp = f'{path}.tmp{os.getpid()}'
+    with open(tmp, 'w') as f:
+        json.dump(obj, f, ensure_ascii=False, indent=1)
+    os.replace(tmp, path)
+
+
+def _chart_paths(out_dir, index):
+    return (osp.join(out_dir, 'charts', f'{index:06d}.png'),
+            osp.join(out_dir, 'quads', f'{index:06d}.json'))
+
+
+def _make_one(job):
+    out_dir, seed, index = job
+    png, quad_file = _chart_paths(out_dir, index)
+    if osp.isfile(quad_file):
+        return False
+    quad = make_quadruple(seed, index)
+    tmp_png = f'{png[:-4]}.tmp{os.getpid()}.png'
+    render_code(quad['code'], tmp_png)
+    os.replace(tmp_png, png)
+    atomic_write_json(quad_file, quad)
+    return True
+
+
+def synthesize(out_dir, num_charts, seed=0, num_workers=2, test_fraction=0.25,
+               progress=True):
+    """Render ``num_charts`` charts into ``out_dir`` and write the record
+    files. Returns ``{'rendered': n_new, 'skipped': n_existing, 'files':
+    {...}}``. The last ``test_fraction`` of the charts make the ChartQA-style
+    test split (half human, half augmented); the rest the training records."""
+    if num_charts < 2:
+        raise ValueError(f'num_charts must be >= 2, got {num_charts}')
+    for sub in ('charts', 'quads'):
+        os.makedirs(osp.join(out_dir, sub), exist_ok=True)
+    jobs = [(out_dir, seed, i) for i in range(num_charts)]
+    bar = tqdm(total=num_charts, desc='charts', unit='chart',
+               disable=not progress)
+    rendered = 0
+    if num_workers > 1:
+        with Pool(num_workers) as pool:
+            for new in pool.imap_unordered(_make_one, jobs, chunksize=4):
+                rendered += new
+                bar.update()
+    else:
+        for job in jobs:
+            rendered += _make_one(job)
+            bar.update()
+    bar.close()
+    files = write_records(out_dir, num_charts, test_fraction)
+    return {'rendered': rendered, 'skipped': num_charts - rendered,
+            'files': files}
+
+
+def write_records(out_dir, num_charts, test_fraction=0.25):
+    """Assemble the record files from ``quads/`` (see module docstring)."""
+    num_test = max(int(num_charts * test_fraction), 0)
+    train = {kind: [] for kind in RECORD_FILES}
+    test = []
+    for index in range(num_charts):
+        with open(_chart_paths(out_dir, index)[1]) as f:
+            quad = json.load(f)
+        records = quadruple_records(quad, f'charts/{index:06d}.png')
+        if index >= num_charts - num_test:
+            test.extend(records['chartqa'])
+            continue
+        for kind in RECORD_FILES:
+            train[kind].extend(records[kind])
+    files = {}
+    for kind, name in RECORD_FILES.items():
+        files[kind] = osp.join(out_dir, name)
+        atomic_write_json(files[kind], train[kind])
+    half = len(test) // 2
+    for split, entries in (('human', test[:half]), ('augmented', test[half:])):
+        files[f'test_{split}'] = osp.join(out_dir, 'test', f'test_{split}.json')
+        atomic_write_json(files[f'test_{split}'], entries)
+    return files

@@ -1,0 +1,135 @@
+"""Load a merged ChartMoE release and answer questions about charts.
+
+A release folder (written by ``tools/merge_chartmoe.py``) holds::
+
+    llm/             merged LLM (LoRA folded in) + tokenizer
+    projector/       MoE connector (AutoModel, trust_remote_code)
+    visual_encoder/  CLIP vision tower + image processor
+    chartmoe.json    prompt template, visual_select_layer
+"""
+import json
+import os.path as osp
+
+import torch
+from PIL import Image
+from transformers import (AutoModel, AutoModelForCausalLM, AutoTokenizer,
+                          CLIPImageProcessor, CLIPVisionModel)
+from xtuner.dataset.utils import expand2square
+from xtuner.utils import DEFAULT_IMAGE_TOKEN
+
+MANIFEST = 'chartmoe.json'
+
+
+class ChartMoEChat:
+    """A merged ChartMoE model ready to answer.
+
+    ``answer(images, questions)`` takes lists of PIL images (or paths) and
+    question strings (already carrying any task prompt) and returns the
+    decoded replies, greedily, in one left-padded batch. ``last_routing``
+    keeps the connector's ``MoEProjectorOutput`` of the last batch
+    (``selected_experts [B, T, k]``, ...) for expert maps.
+    """
+
+    def __init__(self, release_dir, device=None, dtype=None):
+        manifest_path = osp.join(release_dir, MANIFEST)
+        if not osp.isfile(manifest_path):
+            raise FileNotFoundError(
+                f'{manifest_path} not found: {release_dir} is not a ChartMoE '
+                'release (write one with tools/merge_chartmoe.py)')
+        with open(manifest_path) as f:
+            manifest = json.load(f)
+        self.template = manifest['prompt_template']
+        self.visual_select_layer = manifest['visual_select_layer']
+        self.device = torch.device(device or (
+            'cuda' if torch.cuda.is_available() else 'cpu'))
+        dtype = dtype or (torch.float16
+                          if self.device.type == 'cuda' else torch.float32)
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            osp.join(release_dir, 'llm'), trust_remote_code=True)
+        self.llm = AutoModelForCausalLM.from_pretrained(
+            osp.join(release_dir, 'llm'), torch_dtype=dtype,
+            trust_remote_code=True).to(self.device).eval()
+        self.projector = AutoModel.from_pretrained(
+            osp.join(release_dir, 'projector'), torch_dtype=dtype,
+            trust_remote_code=True).to(self.device).eval()
+        encoder_dir = osp.join(release_dir, 'visual_encoder')
+        self.visual_encoder = CLIPVisionModel.from_pretrained(
+            encoder_dir, torch_dtype=dtype).to(self.device).eval()
+        self.image_processor = CLIPImageProcessor.from_pretrained(encoder_dir)
+        self.stop_token_ids = [self.tokenizer.eos_token_id] + [
+            self.tokenizer.convert_tokens_to_ids(word)
+            for word in self.template.get('STOP_WORDS', [])
+        ]
+        self.last_routing = None
+
+    @property
+    def is_moe(self):
+        return hasattr(self.projector, 'gate')
+
+    def pixel_values(self, images):
+        """PIL images or paths -> [B, 3, H, W] (padded to square as in
+        training)."""
+        mean = tuple(int(x * 255) for x in self.image_processor.image_mean)
+        tensors = []
+        for image in images:
+            if isinstance(image, str):
+                image = Image.open(image)
+            image = expand2square(image.convert('RGB'), mean)
+            tensors.append(self.image_processor.preprocess(
+                image, return_tensors='pt')['pixel_values'][0])
+        return torch.stack(tensors).to(self.device, self.visual_encoder.dtype)
+
+    @torch.no_grad()
+    def encode_images(self, images):
+        """-> visual tokens [B, T, D_llm]; sets ``last_routing`` (MoE)."""
+        features = self.visual_encoder(
+            self.pixel_values(images), output_hidden_states=True
+        ).hidden_states[self.visual_select_layer][:, 1:]
+        if not self.is_moe:
+            self.last_routing = None
+            return self.projector(features)
+        self.last_routing = self.projector(features, output_router_logits=True)
+        return self.last_routing.last_hidden_state
+
+    def prompt_ids(self, question):
+        """Token ids of the chat prompt with one image slot; returns (ids
+        before the image, ids after it)."""
+        text = self.template['INSTRUCTION'].format(
+            input=f'{DEFAULT_IMAGE_TOKEN}\n{question}', round=1)
+        before, after = text.split(DEFAULT_IMAGE_TOKEN)
+        bos = [self.tokenizer.bos_token_id
+               ] if self.tokenizer.bos_token_id is not None else []
+        encode = lambda s: self.tokenizer.encode(s, add_special_tokens=False)
+        return bos + encode(before), encode(after)
+
+    @torch.no_grad()
+    def answer(self, images, questions, max_new_tokens=500):
+        """Greedy replies, one per (image, question)."""
+        if len(images) != len(questions):
+            raise ValueError(f'{len(images)} images for {len(questions)} '
+                             'questions')
+        visual = self.encode_images(images)
+        embed = self.llm.get_input_embeddings()
+        sequences = []
+        for tokens, question in zip(visual, questions):
+            before, after = self.prompt_ids(question)
+            ids = lambda x: torch.tensor(x, dtype=torch.long, device=self.device)
+            sequences.append(torch.cat(
+                [embed(ids(before)), tokens.to(embed.weight.dtype),
+                 embed(ids(after))]))
+        length = max(len(s) for s in sequences)
+        inputs = embed.weight.new_zeros(len(sequences), length,
+                                        embed.weight.shape[1])
+        mask = torch.zeros(len(sequences), length, dtype=torch.long,
+                           device=self.device)
+        for i, seq in enumerate(sequences):  # left padding
+            inputs[i, length - len(seq):] = seq
+            mask[i, length - len(seq):] = 1
+        output = self.llm.generate(
+            inputs_embeds=inputs, attention_mask=mask, do_sample=False,
+            max_new_tokens=max_new_tokens, eos_token_id=self.stop_token_ids,
+            pad_token_id=self.tokenizer.pad_token_id
+            if self.tokenizer.pad_token_id is not None else
+            self.tokenizer.eos_token_id)
+        return [self.tokenizer.decode(seq, skip_special_tokens=True).strip()
+                for seq in output]

@@ -1,0 +1,164 @@
+"""Build a MoE connector from dense projector checkpoints (ChartMoE §3.2).
+
+Modes (paper baselines):
+- ``diverse``: one projector per expert (general, table, json, code).
+- ``upcycle``: the general projector copied into every expert.
+- ``random``:  fresh experts (PyTorch init), sizes from a reference projector
+  or given explicitly.
+The router is always fresh.
+"""
+import os
+import os.path as osp
+import re
+
+import torch
+
+from .configuration_moe_projector import MoEProjectorConfig
+from .modeling_moe_projector import MoEProjectorModel
+
+CHARTMOE_EXPERT_NAMES = ('general', 'table', 'json', 'code')
+_DENSE_KEY = re.compile(r'^model\.(\d+)\.(weight|bias)$')
+
+
+def _strip_to_dense_keys(state_dict, source):
+    """Keep ``model.{i}.{weight,bias}`` of a dense projector, dropping the
+    ``projector.`` prefix of whole-model (LLaVA) checkpoints."""
+    dense = {}
+    for key, value in state_dict.items():
+        key = key[len('projector.'):] if key.startswith('projector.') else key
+        if _DENSE_KEY.match(key):
+            dense[key] = value
+    if not dense:
+        sample = ', '.join(list(state_dict)[:5])
+        raise ValueError(
+            f'{source}: no dense projector weights found; expected keys '
+            f"'model.<i>.weight' or 'projector.model.<i>.weight', got "
+            f'[{sample}{", ..." if len(state_dict) > 5 else ""}]')
+    return dense
+
+
+def load_dense_projector_state(path):
+    """Read a dense projector's weights from ``path``.
+
+    Accepts an XTuner ``projector/`` folder (``save_pretrained``), a training
+    checkpoint (``iter_*.pth`` file or DeepSpeed folder, whole-model keys), a
+    training work dir (its ``last_checkpoint``) or a plain state dict file.
+    Returns ``{'model.0.weight': ..., ...}``.
+    """
+    if not osp.exists(path):
+        raise FileNotFoundError(f'projector checkpoint not found: {path}')
+    last = osp.join(path, 'last_checkpoint')
+    if osp.isdir(path) and osp.isfile(last):
+        with open(last) as f:
+            path = f.read().strip()
+        if not osp.exists(path):
+            raise FileNotFoundError(f'{last} points to a missing checkpoint: '
+                                    f'{path}')
+    if osp.isdir(path) and osp.isfile(osp.join(path, 'config.json')):
+        state = _load_hf_folder_state(path)
+    else:
+        from xtuner.model.utils import guess_load_checkpoint
+        try:
+            state = guess_load_checkpoint(path)
+        except Exception as err:  # corrupt / foreign file
+            raise ValueError(f'{path}: cannot read as a checkpoint ({err})')
+    return _strip_to_dense_keys(state, path)
+
+
+def _load_hf_folder_state(path):
+    safetensors_file = osp.join(path, 'model.safetensors')
+    if osp.isfile(safetensors_file):
+        from safetensors.torch import load_file
+        return load_file(safetensors_file)
+    bin_file = osp.join(path, 'pytorch_model.bin')
+    if osp.isfile(bin_file):
+        return torch.load(bin_file, map_location='cpu', weights_only=True)
+    raise FileNotFoundError(
+        f'{path}: folder has config.json but neither model.safetensors nor '
+        f'pytorch_model.bin')
+
+
+def _dense_geometry(state, source):
+    """(visual_hidden, llm_hidden, depth, bias) of a dense projector."""
+    layer_ids = sorted({int(_DENSE_KEY.match(k).group(1)) for k in state})
+    expected_ids = list(range(0, 2 * len(layer_ids) - 1, 2))
+    if layer_ids != expected_ids:
+        raise ValueError(f'{source}: projector layers {layer_ids}, expected '
+                         f'Linear layers at {expected_ids}')
+    first = state['model.0.weight']
+    return (first.shape[1], first.shape[0], len(layer_ids),
+            'model.0.bias' in state)
+
+
+def _check_same_geometry(states, sources):
+    reference = {k: tuple(v.shape) for k, v in states[0].items()}
+    for state, source in zip(states[1:], sources[1:]):
+        shapes = {k: tuple(v.shape) for k, v in state.items()}
+        if shapes != reference:
+            diff = sorted(set(shapes.items()) ^ set(reference.items()))
+            raise ValueError(
+                f'{source}: expert shapes differ from {sources[0]}: '
+                f'{diff[:4]} (every expert must have the general projector\'s '
+                f'keys and shapes {sorted(reference.items())})')
+
+
+def build_moe_projector(mode,
+                        expert_projectors=(),
+                        num_experts=4,
+                        num_selected=2,
+                        router_type='softmax',
+                        router_kwargs=None,
+                        expert_names=None,
+                        visual_hidden_size=None,
+                        llm_hidden_size=None,
+                        depth=2,
+                        seed=0):
+    """Return a :class:`MoEProjectorModel` built in ``mode``.
+
+    ``expert_projectors``: paths readable by
+    :func:`load_dense_projector_state`. ``diverse`` needs one per expert
+    (``num_experts`` is then their count), ``upcycle`` exactly one, ``random``
+    none (give the sizes) or one to copy the sizes from.
+    """
+    sources = [os.fspath(p) for p in expert_projectors]
+    if mode == 'diverse':
+        if len(sources) < 2:
+            raise ValueError('mode diverse needs one projector per expert '
+                             f'(>= 2), got {len(sources)}')
+        num_experts = len(sources)
+    elif mode == 'upcycle' and len(sources) != 1:
+        raise ValueError('mode upcycle needs exactly one (the general) '
+                         f'projector, got {len(sources)}')
+    elif mode == 'random' and len(sources) > 1:
+        raise ValueError('mode random takes at most one reference projector')
+    elif mode not in ('diverse', 'upcycle', 'random'):
+        raise ValueError(f"unknown mode {mode!r}; expected 'diverse', "
+                         "'upcycle' or 'random'")
+
+    states = [load_dense_projector_state(p) for p in sources]
+    if states:
+        _check_same_geometry(states, sources)
+        visual_hidden_size, llm_hidden_size, depth, bias = _dense_geometry(
+            states[0], sources[0])
+    else:
+        bias = True
+        if not (visual_hidden_size and llm_hidden_size):
+            raise ValueError('mode random without a reference projector needs '
+                             'visual_hidden_size and llm_hidden_size')
+    if expert_names is None and mode == 'diverse' and num_experts == len(
+            CHARTMOE_EXPERT_NAMES):
+        expert_names = CHARTMOE_EXPERT_NAMES
+    config = MoEProjectorConfig(
+        visual_hidden_size=visual_hidden_size, llm_hidden_size=llm_hidden_size,
+        depth=depth, bias=bias, num_experts=num_experts,
+        num_selected=num_selected, router_type=router_type,
+        router_kwargs=router_kwargs, expert_names=expert_names)
+    torch.manual_seed(seed)
+    moe = MoEProjectorModel(config)
+    if mode == 'upcycle':
+        states = states * num_experts
+    if mode != 'random':
+        for expert, state in zip(moe.experts, states):
+            expert.load_state_dict(
+                {k[len('model.'):]: v for k, v in state.items()})
+    return moe
