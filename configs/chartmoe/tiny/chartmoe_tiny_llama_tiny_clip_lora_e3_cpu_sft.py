@@ -8,7 +8,7 @@ import torch
 from mmengine.dataset import DefaultSampler
 from mmengine.hooks import (CheckpointHook, DistSamplerSeedHook, IterTimerHook,
                             LoggerHook, ParamSchedulerHook)
-from mmengine.optim import CosineAnnealingLR, LinearLR, OptimWrapper
+from mmengine.optim import CosineAnnealingLR, OptimWrapper
 from mmengine.visualization import LocalVisBackend, Visualizer
 from peft import LoraConfig
 from torch.optim import AdamW
@@ -53,7 +53,6 @@ lr = 1e-3
 betas = (0.9, 0.999)
 weight_decay = 0
 max_norm = 1  # grad clip
-warmup_ratio = 0.03
 
 # Save
 save_steps = 500
@@ -136,19 +135,14 @@ optim_wrapper = dict(
     clip_grad=dict(max_norm=max_norm, error_if_nonfinite=False),
     accumulative_counts=accumulative_counts)
 
+# No warmup: on tiny data a warmup rounds to <= 1 iteration, and mmengine's
+# chained cosine then stays at the warmup's start LR.
 param_scheduler = [
-    dict(
-        type=LinearLR,
-        start_factor=1e-5,
-        by_epoch=True,
-        begin=0,
-        end=warmup_ratio * max_epochs,
-        convert_to_iter_based=True),
     dict(
         type=CosineAnnealingLR,
         eta_min=0.0,
         by_epoch=True,
-        begin=warmup_ratio * max_epochs,
+        begin=0,
         end=max_epochs,
         convert_to_iter_based=True)
 ]

@@ -1,0 +1,12 @@
+# ChartMoE stage 1: align the *code* expert (chart -> code). Identical to
+# the table stage except for its data.
+from mmengine.config import read_base
+
+with read_base():
+    from .chartmoe_internlm2_chat_7b_clip_vit_large_p14_336_align_table_e1_gpu8 import *  # noqa: F401,F403,E501
+
+expert = 'code'
+data_path = data_root + f'align_{expert}.json'
+train_dataloader.dataset.data_path = data_path
+evaluation_inputs = ['Write the Python matplotlib code that draws this chart.']
+custom_hooks[1].evaluation_inputs = evaluation_inputs

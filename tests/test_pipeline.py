@@ -1,0 +1,132 @@
+"""Every tiny stage config through XTuner's own tools, end to end."""
+import glob
+import json
+import os.path as osp
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import REPO, run_tool
+
+CFG = osp.join(REPO, 'configs', 'chartmoe', 'tiny')
+ALIGN = 'chartmoe_tiny_llama_tiny_clip_align_{}_e3_cpu'
+SFT = 'chartmoe_tiny_llama_tiny_clip_lora_e3_cpu_sft'
+
+
+def train(workspace, name):
+    run_tool(['-m', 'xtuner.tools.train', osp.join(CFG, name + '.py')],
+             cwd=workspace)
+    work_dir = workspace / 'work_dirs' / name
+    scalars = glob.glob(str(work_dir / '*' / 'vis_data' / 'scalars.json'))
+    with open(sorted(scalars)[-1]) as f:
+        losses = [json.loads(line)['loss'] for line in f if '"loss"' in line]
+    checkpoint = (work_dir / 'last_checkpoint').read_text().strip()
+    return losses, checkpoint
+
+
+def mean(values):
+    return sum(values) / len(values)
+
+
+@pytest.fixture(scope='module')
+def pipeline(workspace):
+    out = {'align': {}}
+    for expert in ('table', 'json', 'code'):
+        out['align'][expert] = train(workspace, ALIGN.format(expert))
+    run_tool([
+        osp.join(REPO, 'tools', 'build_moe_connector.py'), 'diverse',
+        'work_dirs/tiny_moe_connector', '--projectors',
+        'work_dirs/tiny/general_projector',
+        *[f'work_dirs/{ALIGN.format(e)}' for e in ('table', 'json', 'code')]
+    ], cwd=workspace)
+    out['sft'] = train(workspace, SFT)
+    run_tool(['-m', 'xtuner.tools.model_converters.pth_to_hf',
+              osp.join(CFG, SFT + '.py'), out['sft'][1], 'work_dirs/hf'],
+             cwd=workspace)
+    run_tool([osp.join(REPO, 'tools', 'merge_chartmoe.py'), 'work_dirs/hf',
+              'work_dirs/release'], cwd=workspace)
+    return out
+
+
+@pytest.mark.parametrize('expert', ['table', 'json', 'code'])
+def test_align_stage_trains_and_loss_decreases(pipeline, expert):
+    losses, checkpoint = pipeline['align'][expert]
+    assert len(losses) >= 6
+    assert mean(losses[-3:]) < mean(losses[:3]) - 0.05, losses
+    state = torch.load(checkpoint, map_location='cpu', weights_only=False)
+    keys = set(state['state_dict'])
+    assert keys == {f'projector.model.{i}.{p}' for i in (0, 2)
+                    for p in ('weight', 'bias')}  # only the projector trains
+
+
+def test_moe_connector_holds_general_and_aligned_experts(pipeline, workspace):
+    moe = load_file(workspace / 'work_dirs/tiny_moe_connector/model.safetensors')
+    general = load_file(
+        workspace / 'work_dirs/tiny/general_projector/model.safetensors')
+    assert torch.equal(moe['experts.0.0.weight'], general['model.0.weight'])
+    for i, expert in enumerate(('table', 'json', 'code'), start=1):
+        aligned = torch.load(pipeline['align'][expert][1], map_location='cpu',
+                             weights_only=False)['state_dict']
+        assert torch.equal(moe[f'experts.{i}.2.weight'],
+                           aligned['projector.model.2.weight'])
+        assert not torch.equal(moe[f'experts.{i}.2.weight'],
+                               general['model.2.weight'])
+
+
+def test_sft_trains_moe_and_lora_and_loss_decreases(pipeline):
+    losses, checkpoint = pipeline['sft']
+    assert mean(losses[-3:]) < mean(losses[:3]) - 0.1, losses
+    keys = set(torch.load(checkpoint, map_location='cpu',
+                          weights_only=False)['state_dict'])
+    assert 'projector.gate.weight' in keys
+    assert any('lora_A' in k for k in keys)
+
+
+def test_converted_and_merged_model_reloads_and_generates(pipeline, workspace):
+    from transformers import AutoModel
+    from xtuner_chartmoe.inference import ChartMoEChat
+    hf = workspace / 'work_dirs' / 'hf'
+    assert (hf / 'llm_adapter' / 'adapter_config.json').is_file()
+    trained = torch.load(pipeline['sft'][1], map_location='cpu',
+                         weights_only=False)['state_dict']
+    projector = AutoModel.from_pretrained(hf / 'projector',
+                                          trust_remote_code=True)
+    assert torch.equal(projector.gate.weight, trained['projector.gate.weight'])
+
+    release = workspace / 'work_dirs' / 'release'
+    chat = ChartMoEChat(str(release))
+    base = load_file(workspace / 'work_dirs/tiny/llm/model.safetensors')
+    merged_q = chat.llm.model.layers[0].self_attn.q_proj.weight
+    assert not torch.allclose(merged_q.float(),
+                              base['model.layers.0.self_attn.q_proj.weight'],
+                              atol=1e-4)  # LoRA folded in
+    data = workspace / 'work_dirs' / 'tiny' / 'data'
+    test = json.loads((data / 'test' / 'test_human.json').read_text())[:2]
+    replies = chat.answer([str(data / t['imgname']) for t in test],
+                          [t['query'] for t in test], max_new_tokens=8)
+    assert len(replies) == 2 and all(isinstance(r, str) for r in replies)
+    assert chat.last_routing.selected_experts.shape == (2, 64, 2)
+    # batched generation equals one-by-one generation (left padding is right)
+    single = chat.answer([str(data / test[1]['imgname'])], [test[1]['query']],
+                         max_new_tokens=8)
+    assert single[0] == replies[1]
+
+
+def test_chat_tool_prints_answer_and_expert_use(pipeline, workspace):
+    data = workspace / 'work_dirs' / 'tiny' / 'data'
+    result = run_tool([osp.join(REPO, 'tools', 'chat.py'), 'work_dirs/release',
+                       '--image', str(data / 'charts' / '000015.png'),
+                       '--question', 'What is the highest value?',
+                       '--max-new-tokens', '8'], cwd=workspace)
+    assert 'answer:' in result.stdout
+    counts = result.stdout.split('top-1 expert per visual token: ')[1]
+    assert sum(int(part.split('=')[1]) for part in counts.split(', ')) == 64
+
+
+def test_merge_tool_rejects_a_folder_that_is_not_a_conversion(workspace):
+    result = run_tool([osp.join(REPO, 'tools', 'merge_chartmoe.py'),
+                       'work_dirs/tiny', 'work_dirs/x'], cwd=workspace,
+                      check=False)
+    assert result.returncode != 0
+    assert 'xtuner_config.py missing' in result.stderr
