@@ -4,10 +4,10 @@ import torch
 from transformers import (AutoModelForCausalLM, AutoTokenizer,
                           CLIPImageProcessor, CLIPVisionModel)
 from xtuner.dataset.collate_fns import default_collate_fn
-from xtuner.dataset.map_fns import llava_map_fn, template_map_fn_factory
+from xtuner.dataset.map_fns import template_map_fn_factory
 from xtuner.utils import PROMPT_TEMPLATE
 
-from xtuner_chartmoe.dataset import ChartLLaVADataset
+from xtuner_chartmoe.dataset import ChartLLaVADataset, chartqa_map_fn
 from xtuner_chartmoe.model import ChartMoEModel
 
 
@@ -23,9 +23,9 @@ def batch(tiny):
     dataset = ChartLLaVADataset(
         image_folder=tiny['data'],
         image_processor=CLIPImageProcessor.from_pretrained(tiny['clip']),
-        data_path=tiny['data'] + '/sft_qa.json',
+        data_path=tiny['data'] + '/sft_chartqa.json',
         tokenizer=AutoTokenizer.from_pretrained(tiny['llm']),
-        dataset_map_fn=llava_map_fn,
+        dataset_map_fn=chartqa_map_fn,
         template_map_fn=template_map_fn_factory(
             PROMPT_TEMPLATE.internlm2_chat),
         max_length=512, pad_image_to_square=True, map_num_proc=1)

@@ -1,6 +1,7 @@
 """Stage configs: recipe numbers, and the real-size configs build a working
 model and dataset once their model/data paths point at the tiny default."""
 import glob
+import json
 import os.path as osp
 
 import pytest
@@ -73,15 +74,25 @@ def test_real_config_builds_a_trainable_model_on_tiny_weights(
     else:
         cfg.model.moe_projector = dict(pretrained=str(tmp_path / 'moe'))
     cfg.model.use_activation_checkpointing = False
+    data = tiny / 'data'
+    chartqa = json.loads((data / 'sft_chartqa.json').read_text())
+    (tmp_path / 'gemma.json').write_text(json.dumps([
+        {'image': r['imgname'], 'input': r['query'], 'output': r['label']}
+        for r in chartqa]))
+    files = {'chartmoe_map_fn': data / 'align_json.json',
+             'chartqa_map_fn': data / 'sft_chartqa.json',
+             'chartqa_pot_map_fn': data / 'sft_chartqa.json',
+             'chartgemma_map_fn': tmp_path / 'gemma.json'}
     dataset_cfg = cfg.train_dataloader.dataset
-    dataset_cfg.update(data_path=str(tiny / 'data' / 'align_json.json'),
-                       image_folder=str(tiny / 'data'), map_num_proc=1)
-    dataset_cfg.tokenizer = cfg.tokenizer
-    dataset_cfg.image_processor = cfg.image_processor
+    for part in dataset_cfg.get('datasets', [dataset_cfg]):
+        part.update(data_path=str(files[part.dataset_map_fn.__name__]),
+                    image_folder=str(data), map_num_proc=1,
+                    tokenizer=cfg.tokenizer,
+                    image_processor=cfg.image_processor)
     model = BUILDER.build(cfg.model)
     dataset = BUILDER.build(dataset_cfg)
     from xtuner.dataset.collate_fns import default_collate_fn
-    batch = default_collate_fn([dataset[0], dataset[1]])
+    batch = default_collate_fn([dataset[0], dataset[len(dataset) - 1]])
     loss = model(batch['data'], mode='loss')['loss']
     loss.backward()
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}

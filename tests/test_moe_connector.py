@@ -166,6 +166,15 @@ def test_top_k_larger_than_experts_is_rejected():
         make_moe(4, 2).set_top_k(5)
 
 
+def test_dispatch_setting_is_checked():
+    with pytest.raises(ValueError, match="dispatch must be 'slices'"):
+        MoEProjectorConfig(dispatch='loop')
+    # grouped_mm falls back to slices where it cannot run (here: CPU fp32)
+    moe, grouped = make_moe(), make_moe(dispatch='grouped_mm')
+    x = torch.randn(2, 5, DV)
+    assert torch.equal(moe(x), grouped(x))
+
+
 def test_unknown_router_is_rejected():
     with pytest.raises(ValueError, match="unknown router_type 'nope'"):
         make_moe(router_type='nope')

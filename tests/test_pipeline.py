@@ -11,7 +11,7 @@ from conftest import REPO, run_tool
 
 CFG = osp.join(REPO, 'configs', 'chartmoe', 'tiny')
 ALIGN = 'chartmoe_tiny_llama_tiny_clip_align_{}_e3_cpu'
-SFT = 'chartmoe_tiny_llama_tiny_clip_lora_e3_cpu_sft'
+SFT = 'chartmoe_tiny_llama_tiny_clip_lora_e12_cpu_sft'
 
 
 def train(workspace, name):

@@ -17,7 +17,7 @@ import time
 
 CFG_DIR = 'configs/chartmoe/tiny'
 ALIGN_CFG = CFG_DIR + '/chartmoe_tiny_llama_tiny_clip_align_{}_e3_cpu.py'
-SFT_CFG = CFG_DIR + '/chartmoe_tiny_llama_tiny_clip_lora_e3_cpu_sft.py'
+SFT_CFG = CFG_DIR + '/chartmoe_tiny_llama_tiny_clip_lora_e12_cpu_sft.py'
 PY = sys.executable
 
 

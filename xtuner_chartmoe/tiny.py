@@ -31,11 +31,15 @@ def _texts(data_dir):
     yield SHORT_ANSWER_PROMPT
     yield POT_PROMPT
     yield 'system user assistant\n'
-    for name in RECORD_FILES.values():
+    for kind, name in RECORD_FILES.items():
         with open(osp.join(data_dir, name)) as f:
             for record in json.load(f):
-                for turn in record['conversations']:
-                    yield turn['value'].replace('<image>', '')
+                if kind == 'chartqa':
+                    yield from (record['query'], record['label'],
+                                record['pot'])
+                else:
+                    for turn in record['conversations']:
+                        yield turn['value'].replace('<ImageHere>', '')
 
 
 def train_tokenizer(data_dir, save_dir, vocab_size):

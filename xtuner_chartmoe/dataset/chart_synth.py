@@ -9,6 +9,7 @@ answer was computed with, so executing it prints the short answer.
 
 Everything is a pure function of ``(seed, index)``.
 """
+import csv
 import json
 import random
 
@@ -117,6 +118,54 @@ def make_table(rng, chart_type):
     return {'header': [x_name] + names, 'rows': rows, 'unit': unit}
 
 
+def compatible_chart_types(table):
+    """Chart types that can draw ``table`` (several series need a type with
+    a legend; scatter needs numeric x values)."""
+    if len(table['header']) > 2:
+        return MULTI_SERIES_TYPES
+    numeric_x = all(isinstance(row[0], (int, float)) for row in table['rows'])
+    return tuple(t for t in CHART_TYPES if t not in MULTI_SERIES_TYPES and (
+        t != 'scatter' or numeric_x))
+
+
+def _number(text, where):
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f'{where}: expected a number, got {text!r}') from None
+    return int(value) if value.is_integer() and '.' not in text else value
+
+
+def load_tables(path):
+    """Read user tables: a CSV (header row, first column = categories, other
+    columns numeric) or a JSON table ``{'header', 'rows'[, 'unit']}`` or a
+    list of them. Errors name the file, row and column."""
+    if path.endswith('.csv'):
+        with open(path, newline='') as f:
+            lines = [line for line in csv.reader(f) if line]
+        if len(lines) < 3 or len(lines[0]) < 2:
+            raise ValueError(f'{path}: need a header and >= 2 rows of >= 2 '
+                             'columns')
+        rows = []
+        for r, line in enumerate(lines[1:], start=2):
+            if len(line) != len(lines[0]):
+                raise ValueError(f'{path}:{r}: {len(line)} columns, header '
+                                 f'has {len(lines[0])}')
+            rows.append([line[0]] + [_number(v.strip(), f'{path}:{r}:{c + 2}')
+                                     for c, v in enumerate(line[1:])])
+        return [{'header': lines[0], 'rows': rows, 'unit': 'value'}]
+    with open(path) as f:
+        tables = json.load(f)
+    tables = tables if isinstance(tables, list) else [tables]
+    for i, table in enumerate(tables):
+        if not {'header', 'rows'} <= set(table) or any(
+                len(row) != len(table['header']) for row in table['rows']):
+            raise ValueError(f'{path}[{i}]: a table needs header and rows of '
+                             'the same length')
+        table.setdefault('unit', 'value')
+    return tables
+
+
 def table_to_text(table):
     """Markdown-like text, one row per line: ``Year | Revenue`` ..."""
     lines = [' | '.join(table['header'])]
@@ -218,10 +267,15 @@ def make_questions(rng, table):
 
 
 def make_quadruple(seed, index, chart_type=None, table=None):
-    """Everything about chart ``index`` except the rendered PNG."""
+    """Everything about chart ``index`` except the rendered PNG: from
+    ``table`` if given (chart type drawn among the compatible ones), else
+    from a random table."""
     rng = _rng(seed, index)
-    chart_type = chart_type or rng.choice(CHART_TYPES)
-    table = table or make_table(rng, chart_type)
+    if table is None:
+        chart_type = chart_type or rng.choice(CHART_TYPES)
+        table = make_table(rng, chart_type)
+    else:
+        chart_type = chart_type or rng.choice(compatible_chart_types(table))
     spec = make_chart_json(rng, table, chart_type)
     return {
         'index': index,
@@ -235,28 +289,22 @@ def make_quadruple(seed, index, chart_type=None, table=None):
 
 
 def quadruple_records(quad, image):
-    """LLaVA-format records of one quadruple: ``{'table': [..], 'json': [..],
-    'code': [..], 'qa': [..], 'chartqa': [..]}``. ``qa`` holds a short-answer
-    and a PoT record per question; ``chartqa`` the ChartQA-format entries."""
+    """Records of one quadruple: ``{'table': [..], 'json': [..], 'code':
+    [..], 'chartqa': [..]}``. Align records are in the ChartMoE reference
+    format (``image`` list, ``<ImageHere>``, ``user``/``assistant``; read
+    with ``chartmoe_map_fn``); QA entries in ChartQA format (``imgname``,
+    ``query``, ``label``) plus the ``pot`` program (``chartqa_map_fn`` /
+    ``chartqa_pot_map_fn``)."""
     index = quad['index']
-
-    def conversation(kind, prompt, answer, k=0):
-        return {'id': f'{index:06d}_{kind}_{k}', 'image': image,
-                'conversations': [
-                    {'from': 'human', 'value': f'<image>\n{prompt}'},
-                    {'from': 'gpt', 'value': answer}]}
-
     answers = {'table': quad['table_text'],
                'json': json.dumps(quad['json'], ensure_ascii=False),
                'code': quad['code']}
-    records = {kind: [conversation(kind, ALIGN_PROMPTS[kind], answers[kind])]
-               for kind in ALIGN_PROMPTS}
-    records['qa'], records['chartqa'] = [], []
-    for k, qa in enumerate(quad['questions']):
-        records['qa'].append(conversation(
-            'short', SHORT_ANSWER_PROMPT + qa['question'], qa['answer'], k))
-        records['qa'].append(conversation(
-            'pot', POT_PROMPT + qa['question'], qa['pot'], k))
-        records['chartqa'].append(
-            {'imgname': image, 'query': qa['question'], 'label': qa['answer']})
+    records = {kind: [{
+        'id': f'{index:06d}_{kind}', 'image': [image], 'conversations': [
+            {'from': 'user', 'value': f'<ImageHere>{ALIGN_PROMPTS[kind]}'},
+            {'from': 'assistant', 'value': answers[kind]}]}]
+        for kind in ALIGN_PROMPTS}
+    records['chartqa'] = [{'imgname': image, 'query': qa['question'],
+                           'label': qa['answer'], 'pot': qa['pot']}
+                          for qa in quad['questions']]
     return records

@@ -1,12 +1,13 @@
 """``ChartLLaVADataset``: XTuner's LLaVADataset with record validation."""
 import json
+import logging
 import os.path as osp
 
 from datasets import Dataset as HFDataset
 from datasets import DatasetDict
 from mmengine import print_log
 from PIL import Image
-from xtuner.dataset import LLaVADataset
+from xtuner.dataset import ConcatDataset, LLaVADataset
 from xtuner.dataset.huggingface import process_hf_dataset
 from xtuner.dataset.llava import load_jsonl
 from xtuner.registry import BUILDER
@@ -108,7 +109,7 @@ class ChartLLaVADataset(LLaVADataset):
                 if dataset_map_fn is not None:
                     mapped.update(dataset_map_fn(record))
                 problem = record_problem(mapped, image_folder, verify_images)
-            except (KeyError, TypeError, AttributeError, IndexError,
+            except (KeyError, TypeError, AttributeError, IndexError, ValueError,
                     NotImplementedError) as err:
                 problem = f'cannot be mapped ({type(err).__name__}: {err})'
             if problem:
@@ -121,7 +122,17 @@ class ChartLLaVADataset(LLaVADataset):
             raise ValueError(f'{len(bad)} bad record(s):\n' + '\n'.join(bad))
         if bad:
             print_log(f'skipped {len(bad)} bad record(s) of {data_path}; first:'
-                      '\n' + '\n'.join(bad[:5]), 'current', level='WARNING')
+                      '\n' + '\n'.join(bad[:5]), 'current',
+                      level=logging.WARNING)
         if not good:
             raise ValueError(f'{data_path}: no usable record')
         return good
+
+
+class ChartConcatDataset(ConcatDataset):
+    """XTuner's ConcatDataset (``datasets``: configs) with the
+    ``modality_length`` that ``LengthGroupedSampler`` needs."""
+
+    @property
+    def modality_length(self):
+        return [n for d in self.datasets for n in d.modality_length]

@@ -4,8 +4,8 @@ Layout of ``out_dir``::
 
     charts/000000.png ...        rendered charts
     quads/000000.json ...        quadruple + questions (written after its PNG)
-    align_table.json, align_json.json, align_code.json   LLaVA records
-    sft_qa.json                  short-answer + PoT QA records (LLaVA format)
+    align_table.json, align_json.json, align_code.json   ChartMoE format
+    sft_chartqa.json             QA, ChartQA format + ``pot`` programs
     test/test_human.json, test/test_augmented.json        ChartQA format
 
 Charts whose quadruple file exists are skipped (resumable). Every file is
@@ -23,7 +23,7 @@ from tqdm import tqdm
 from .chart_synth import make_quadruple, quadruple_records, render_code
 
 RECORD_FILES = {'table': 'align_table.json', 'json': 'align_json.json',
-                'code': 'align_code.json', 'qa': 'sft_qa.json'}
+                'code': 'align_code.json', 'chartqa': 'sft_chartqa.json'}
 
 
 def atomic_write_json(path, obj):
@@ -41,11 +41,11 @@ def _chart_paths(out_dir, index):
 
 
 def _make_one(job):
-    out_dir, seed, index = job
+    out_dir, seed, index, table = job
     png, quad_file = _chart_paths(out_dir, index)
     if osp.isfile(quad_file):
         return False
-    quad = make_quadruple(seed, index)
+    quad = make_quadruple(seed, index, table=table)
     tmp_png = f'{png[:-4]}.tmp{os.getpid()}.png'
     render_code(quad['code'], tmp_png)
     os.replace(tmp_png, png)
@@ -53,17 +53,19 @@ def _make_one(job):
     return True
 
 
-def synthesize(out_dir, num_charts, seed=0, num_workers=2, test_fraction=0.25,
-               progress=True):
-    """Render ``num_charts`` charts into ``out_dir`` and write the record
-    files. Returns ``{'rendered': n_new, 'skipped': n_existing, 'files':
+def synthesize(out_dir, num_charts=None, seed=0, num_workers=2,
+               test_fraction=0.25, progress=True, tables=None):
+    """Render ``num_charts`` charts (one per table of ``tables`` if given,
+    else from random tables) into ``out_dir`` and write the record files. Returns ``{'rendered': n_new, 'skipped': n_existing, 'files':
     {...}}``. The last ``test_fraction`` of the charts make the ChartQA-style
     test split (half human, half augmented); the rest the training records."""
+    tables = list(tables) if tables is not None else [None] * num_charts
+    num_charts = len(tables)
     if num_charts < 2:
-        raise ValueError(f'num_charts must be >= 2, got {num_charts}')
+        raise ValueError(f'need at least 2 charts, got {num_charts}')
     for sub in ('charts', 'quads'):
         os.makedirs(osp.join(out_dir, sub), exist_ok=True)
-    jobs = [(out_dir, seed, i) for i in range(num_charts)]
+    jobs = [(out_dir, seed, i, table) for i, table in enumerate(tables)]
     bar = tqdm(total=num_charts, desc='charts', unit='chart',
                disable=not progress)
     rendered = 0
@@ -100,6 +102,8 @@ def write_records(out_dir, num_charts, test_fraction=0.25):
     for kind, name in RECORD_FILES.items():
         files[kind] = osp.join(out_dir, name)
         atomic_write_json(files[kind], train[kind])
+    for entry in test:
+        del entry['pot']
     half = len(test) // 2
     for split, entries in (('human', test[:half]), ('augmented', test[half:])):
         files[f'test_{split}'] = osp.join(out_dir, 'test', f'test_{split}.json')

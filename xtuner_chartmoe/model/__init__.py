@@ -1,7 +1,11 @@
-"""Models: the MoE connector (HF remote-code package) and ``ChartMoEModel``."""
+"""Models: the MoE connector (HF remote-code package) and ``ChartMoEModel``.
+
+The connector needs only transformers; ``ChartMoEModel`` (which needs XTuner)
+is imported on first use, so the connector also works where XTuner is not
+installed (e.g. a bare inference or benchmark environment).
+"""
 from transformers import AutoConfig, AutoModel
 
-from .chartmoe import ChartMoEModel
 from .configuration_moe_projector import MoEProjectorConfig
 from .modeling_moe_projector import (MoEProjectorModel, MoEProjectorOutput,
                                      sorted_dispatch)
@@ -10,6 +14,14 @@ from .routers import ROUTERS, RouterOutput, build_router
 
 AutoConfig.register(MoEProjectorConfig.model_type, MoEProjectorConfig)
 AutoModel.register(MoEProjectorConfig, MoEProjectorModel)
+
+
+def __getattr__(name):
+    if name == 'ChartMoEModel':
+        from .chartmoe import ChartMoEModel
+        return ChartMoEModel
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
 
 __all__ = [
     'ChartMoEModel', 'MoEProjectorConfig', 'MoEProjectorModel',

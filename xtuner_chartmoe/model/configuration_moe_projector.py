@@ -25,6 +25,7 @@ class MoEProjectorConfig(PretrainedConfig):
                  router_type='softmax',
                  router_kwargs=None,
                  expert_names=None,
+                 dispatch='slices',
                  **kwargs):
         if num_experts < 1:
             raise ValueError(f'num_experts must be >= 1, got {num_experts}')
@@ -40,6 +41,10 @@ class MoEProjectorConfig(PretrainedConfig):
         self.depth = depth
         self.hidden_act = hidden_act
         self.bias = bias
+        if dispatch not in ('slices', 'grouped_mm'):
+            raise ValueError("dispatch must be 'slices' or 'grouped_mm', got "
+                             f'{dispatch!r}')
+        self.dispatch = dispatch
         self.num_experts = num_experts
         self.num_selected = num_selected
         self.router_type = router_type

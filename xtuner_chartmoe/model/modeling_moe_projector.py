@@ -29,18 +29,51 @@ def build_expert(config):
     return nn.Sequential(*layers)
 
 
-def sorted_dispatch(x, weights, experts, expert_modules):
+def _grouped_mm_supported(x, expert_modules):
+    """Grouped GEMM path: CUDA bf16 on sm90+, depth-2 experts with bias and
+    16-aligned sizes, and a torch that has ``torch._grouped_mm``."""
+    if not (x.is_cuda and x.dtype == torch.bfloat16
+            and hasattr(torch, '_grouped_mm')
+            and torch.cuda.get_device_capability(x.device) >= (9, 0)):
+        return False
+    first = expert_modules[0]
+    return (len(first) == 3 and first[0].bias is not None
+            and all(d % 16 == 0 for d in first[0].weight.shape))
+
+
+def _grouped_experts(x_sorted, counts, expert_modules):
+    """All experts in two grouped GEMMs; rows of ``x_sorted`` are grouped by
+    expert (``counts`` rows each). Biases are added per group (a broadcast
+    add, whose backward is a plain row sum). Returns [M, Dl]."""
+    offsets = counts.cumsum(0).to(torch.int32)
+    sizes = counts.tolist()
+
+    def add_bias(y, layer):
+        return torch.cat([chunk + e[layer].bias for chunk, e in zip(
+            y.split(sizes), expert_modules)])
+
+    w1 = torch.stack([e[0].weight for e in expert_modules]).transpose(-2, -1)
+    w2 = torch.stack([e[2].weight for e in expert_modules]).transpose(-2, -1)
+    hidden = add_bias(torch._grouped_mm(x_sorted, w1, offs=offsets), 0)
+    hidden = expert_modules[0][1](hidden)
+    return add_bias(torch._grouped_mm(hidden, w2, offs=offsets), 2)
+
+
+def sorted_dispatch(x, weights, experts, expert_modules, grouped=False):
     """Mix expert outputs with one sort instead of a token x expert loop.
 
     Args:
         x: [N, Dv] tokens. weights: [N, k] mixing weights. experts: [N, k] ids.
         expert_modules: the E expert modules.
+        grouped: run the experts as grouped GEMMs (falls back to slices
+            where ``torch._grouped_mm`` cannot run them).
     Returns:
         [N, Dl]: ``sum_k weights[n, k] * expert_{experts[n, k]}(x[n])``.
 
-    Every expert runs once on its contiguous slice of the sorted tokens; an
-    expert that gets no token runs on an empty slice, so its parameters are
-    still part of the autograd graph (zero gradients; DDP / ZeRO safe).
+    Tokens are sorted by expert once; each expert then runs once on its
+    contiguous slice (or all experts as two grouped GEMMs). An expert that
+    gets no token still takes part (empty slice / empty group), so its
+    parameters get a zero gradient (DDP / ZeRO safe).
     """
     top_k = experts.shape[-1]
     flat_experts = experts.reshape(-1)
@@ -49,11 +82,14 @@ def sorted_dispatch(x, weights, experts, expert_modules):
     counts = torch.bincount(flat_experts, minlength=len(expert_modules))
     slot_weights = weights.reshape(-1)[order].to(x.dtype).unsqueeze(-1)
     x_sorted = x[token_of_slot]
-    outputs = [
-        expert(chunk) for expert, chunk in zip(
-            expert_modules, x_sorted.split(counts.tolist()))
-    ]
-    y_sorted = torch.cat(outputs) * slot_weights
+    if grouped and _grouped_mm_supported(x, expert_modules):
+        y_sorted = _grouped_experts(x_sorted, counts, expert_modules)
+    else:
+        y_sorted = torch.cat([
+            expert(chunk) for expert, chunk in zip(
+                expert_modules, x_sorted.split(counts.tolist()))
+        ])
+    y_sorted = y_sorted * slot_weights
     out = y_sorted.new_zeros(x.shape[0], y_sorted.shape[-1])
     return out.index_add_(0, token_of_slot, y_sorted)
 
@@ -141,7 +177,8 @@ class MoEProjectorModel(PreTrainedModel):
     def _mix(self, flat):
         routing = self.route(flat)
         out = sorted_dispatch(flat, routing.weights, routing.experts,
-                              self.experts)
+                              self.experts,
+                              grouped=self.config.dispatch == 'grouped_mm')
         return (out, ) + tuple(routing)
 
     def forward(self, x, output_router_logits=False):

@@ -11,12 +11,12 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer,
                           CLIPImageProcessor, CLIPVisionModel)
 
 from xtuner.dataset.collate_fns import default_collate_fn
-from xtuner.dataset.map_fns import llava_map_fn, template_map_fn_factory
+from xtuner.dataset.map_fns import template_map_fn_factory
 from xtuner.dataset.samplers import LengthGroupedSampler
 from xtuner.engine.hooks import DatasetInfoHook, EvaluateChatHook
 from xtuner.engine.runner import TrainLoop
 from xtuner.utils import PROMPT_TEMPLATE
-from xtuner_chartmoe.dataset import ChartLLaVADataset
+from xtuner_chartmoe.dataset import ChartLLaVADataset, chartmoe_map_fn
 from xtuner_chartmoe.model import ChartMoEModel
 
 #######################################################################
@@ -31,7 +31,8 @@ visual_encoder_name_or_path = 'openai/clip-vit-large-patch14-336'
 # Accepted: a pretrain checkpoint (.pth), its work dir, or a projector/ folder.
 general_projector = './pretrained/llava-internlm2-7b-pretrain/iter_2181.pth'
 
-# Data (LLaVA format; tools/synthesize_charts.py writes align_{expert}.json)
+# Data: ChartMoE-Align format (image list, <ImageHere>, user/assistant), as
+# released by ChartMoE or written by tools/synthesize_charts.py
 expert = 'table'  # table | json | code
 data_root = './data/chartmoe_align/'
 data_path = data_root + f'align_{expert}.json'
@@ -97,7 +98,7 @@ train_dataset = dict(
     image_folder=image_folder,
     tokenizer=tokenizer,
     image_processor=image_processor,
-    dataset_map_fn=llava_map_fn,
+    dataset_map_fn=chartmoe_map_fn,
     template_map_fn=dict(
         type=template_map_fn_factory, template=prompt_template),
     max_length=max_length,

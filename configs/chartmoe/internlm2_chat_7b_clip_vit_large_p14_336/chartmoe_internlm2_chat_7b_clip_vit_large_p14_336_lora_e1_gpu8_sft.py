@@ -17,12 +17,14 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer,
                           CLIPImageProcessor, CLIPVisionModel)
 
 from xtuner.dataset.collate_fns import default_collate_fn
-from xtuner.dataset.map_fns import llava_map_fn, template_map_fn_factory
+from xtuner.dataset.map_fns import template_map_fn_factory
 from xtuner.dataset.samplers import LengthGroupedSampler
 from xtuner.engine.hooks import DatasetInfoHook, EvaluateChatHook
 from xtuner.engine.runner import TrainLoop
 from xtuner.utils import PROMPT_TEMPLATE
-from xtuner_chartmoe.dataset import ChartLLaVADataset
+from xtuner_chartmoe.dataset import (ChartConcatDataset, ChartLLaVADataset,
+                                     chartgemma_map_fn, chartqa_map_fn,
+                                     chartqa_pot_map_fn)
 from xtuner_chartmoe.model import ChartMoEModel
 
 #######################################################################
@@ -38,10 +40,14 @@ moe_connector = './work_dirs/chartmoe_internlm2_moe_connector'
 balance_loss_coef = 0.0
 z_loss_coef = 0.0
 
-# Data: ChartQA train + ChartGemma with PoT answers, in LLaVA format
-data_root = './data/chartmoe_sft/'
-data_path = data_root + 'chartqa_chartgemma_pot.json'
-image_folder = data_root
+# Data: ChartQA train (short answers), ChartQA with program-of-thought answers
+# (ChartQA format + a 'pot' program per question) and ChartGemma
+chartqa_human_path = './data/ChartQA/train/train_human.json'
+chartqa_augmented_path = './data/ChartQA/train/train_augmented.json'
+chartqa_pot_path = './data/chartmoe_sft/chartqa_train_pot.json'
+chartqa_image_folder = './data/ChartQA/train/png'
+chartgemma_path = './data/ChartGemma/chartgemma.json'
+chartgemma_image_folder = './data/ChartGemma/images'
 prompt_template = PROMPT_TEMPLATE.internlm2_chat
 max_length = 4096
 
@@ -64,7 +70,7 @@ save_total_limit = 2  # Maximum checkpoints to keep (-1 means unlimited)
 # Evaluate the generation performance during the training
 evaluation_freq = 500
 SYSTEM = ''
-evaluation_images = data_root + 'charts/000000.png'
+evaluation_images = chartqa_image_folder + '/00006834003065.png'
 evaluation_inputs = [
     'Answer the question using a single word or phrase.'
     'What is the highest value in the chart?',
@@ -112,19 +118,38 @@ model = dict(
 #######################################################################
 #                      PART 3  Dataset & Dataloader                   #
 #######################################################################
-train_dataset = dict(
+chartqa_dataset = dict(
     type=ChartLLaVADataset,
-    data_path=data_path,
-    image_folder=image_folder,
+    data_path=chartqa_human_path,
+    image_folder=chartqa_image_folder,
     tokenizer=tokenizer,
     image_processor=image_processor,
-    dataset_map_fn=llava_map_fn,
+    dataset_map_fn=chartqa_map_fn,
     template_map_fn=dict(
         type=template_map_fn_factory, template=prompt_template),
     max_length=max_length,
     pad_image_to_square=True,
     map_num_proc=32,
     verify_images=False)
+chartqa_augmented_dataset = {
+    **chartqa_dataset, 'data_path': chartqa_augmented_path
+}
+chartqa_pot_dataset = {
+    **chartqa_dataset, 'data_path': chartqa_pot_path,
+    'dataset_map_fn': chartqa_pot_map_fn
+}
+chartgemma_dataset = {
+    **chartqa_dataset, 'data_path': chartgemma_path,
+    'image_folder': chartgemma_image_folder,
+    'dataset_map_fn': chartgemma_map_fn
+}
+
+train_dataset = dict(
+    type=ChartConcatDataset,
+    datasets=[
+        chartqa_dataset, chartqa_augmented_dataset, chartqa_pot_dataset,
+        chartgemma_dataset
+    ])
 
 train_dataloader = dict(
     batch_size=batch_size,

@@ -13,11 +13,11 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer,
                           CLIPImageProcessor, CLIPVisionModel)
 
 from xtuner.dataset.collate_fns import default_collate_fn
-from xtuner.dataset.map_fns import llava_map_fn, template_map_fn_factory
+from xtuner.dataset.map_fns import template_map_fn_factory
 from xtuner.engine.hooks import DatasetInfoHook
 from xtuner.engine.runner import TrainLoop
 from xtuner.utils import PROMPT_TEMPLATE
-from xtuner_chartmoe.dataset import ChartLLaVADataset
+from xtuner_chartmoe.dataset import ChartLLaVADataset, chartmoe_map_fn
 from xtuner_chartmoe.model import ChartMoEModel
 
 #######################################################################
@@ -87,7 +87,7 @@ train_dataset = dict(
     image_folder=image_folder,
     tokenizer=tokenizer,
     image_processor=image_processor,
-    dataset_map_fn=llava_map_fn,
+    dataset_map_fn=chartmoe_map_fn,
     template_map_fn=dict(
         type=template_map_fn_factory, template=prompt_template),
     max_length=max_length,

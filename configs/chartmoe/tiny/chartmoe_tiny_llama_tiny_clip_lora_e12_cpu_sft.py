@@ -16,11 +16,12 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer,
                           CLIPImageProcessor, CLIPVisionModel)
 
 from xtuner.dataset.collate_fns import default_collate_fn
-from xtuner.dataset.map_fns import llava_map_fn, template_map_fn_factory
+from xtuner.dataset.map_fns import template_map_fn_factory
 from xtuner.engine.hooks import DatasetInfoHook, EvaluateChatHook
 from xtuner.engine.runner import TrainLoop
 from xtuner.utils import PROMPT_TEMPLATE
-from xtuner_chartmoe.dataset import ChartLLaVADataset
+from xtuner_chartmoe.dataset import (ChartConcatDataset, ChartLLaVADataset,
+                                     chartqa_map_fn, chartqa_pot_map_fn)
 from xtuner_chartmoe.model import ChartMoEModel
 
 #######################################################################
@@ -36,9 +37,10 @@ moe_connector = './work_dirs/tiny_moe_connector'  # tools/build_moe_connector.py
 balance_loss_coef = 0.0
 z_loss_coef = 0.0
 
-# Data
+# Data: ChartQA-format QA (imgname, query, label, pot), asked twice: for the
+# short answer and for the program of thought
 data_root = tiny_root + 'data/'
-data_path = data_root + 'sft_qa.json'
+data_path = data_root + 'sft_chartqa.json'
 image_folder = data_root
 prompt_template = PROMPT_TEMPLATE.internlm2_chat
 max_length = 1024
@@ -47,9 +49,9 @@ max_length = 1024
 batch_size = 4  # per_device
 accumulative_counts = 1
 dataloader_num_workers = 0
-max_epochs = 3
+max_epochs = 12
 optim_type = AdamW
-lr = 1e-3
+lr = 3e-3
 betas = (0.9, 0.999)
 weight_decay = 0
 max_norm = 1  # grad clip
@@ -105,18 +107,22 @@ model = dict(
 #######################################################################
 #                      PART 3  Dataset & Dataloader                   #
 #######################################################################
-train_dataset = dict(
+short_answer_dataset = dict(
     type=ChartLLaVADataset,
     data_path=data_path,
     image_folder=image_folder,
     tokenizer=tokenizer,
     image_processor=image_processor,
-    dataset_map_fn=llava_map_fn,
+    dataset_map_fn=chartqa_map_fn,
     template_map_fn=dict(
         type=template_map_fn_factory, template=prompt_template),
     max_length=max_length,
     pad_image_to_square=True,
     map_num_proc=1)
+pot_dataset = {**short_answer_dataset, 'dataset_map_fn': chartqa_pot_map_fn}
+
+train_dataset = dict(
+    type=ChartConcatDataset, datasets=[short_answer_dataset, pot_dataset])
 
 train_dataloader = dict(
     batch_size=batch_size,
