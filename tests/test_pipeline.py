@@ -95,7 +95,7 @@ def test_converted_and_merged_model_reloads_and_generates(pipeline, workspace):
     assert torch.equal(projector.gate.weight, trained['projector.gate.weight'])
 
     release = workspace / 'work_dirs' / 'release'
-    chat = ChartMoEChat(str(release))
+    chat = ChartMoEChat.from_release(str(release))
     base = load_file(workspace / 'work_dirs/tiny/llm/model.safetensors')
     merged_q = chat.llm.model.layers[0].self_attn.q_proj.weight
     assert not torch.allclose(merged_q.float(),
@@ -130,3 +130,47 @@ def test_merge_tool_rejects_a_folder_that_is_not_a_conversion(workspace):
                       check=False)
     assert result.returncode != 0
     assert 'xtuner_config.py missing' in result.stderr
+
+
+def test_sft_log_has_routing_statistics(pipeline, workspace):
+    work_dir = workspace / 'work_dirs' / SFT
+    scalars = sorted(glob.glob(str(work_dir / '*' / 'vis_data' /
+                                   'scalars.json')))[-1]
+    with open(scalars) as f:
+        rows = [json.loads(line) for line in f if '"loss"' in line]
+    names = ('general', 'table', 'json', 'code')
+    for row in rows:
+        assert sum(row[f'load_{n}'] for n in names) == pytest.approx(1.0,
+                                                                    abs=1e-4)
+        assert 0 <= row['router_entropy'] <= 1.3863  # ln 4
+
+
+def test_eval_and_routing_analysis_on_the_release(pipeline, workspace):
+    out = workspace / 'work_dirs' / 'eval'
+    run_tool([osp.join(REPO, 'tools', 'eval_chartqa.py'), '--release',
+              'work_dirs/release', '--data-root', 'work_dirs/tiny/data/test',
+              '--image-folder', 'work_dirs/tiny/data', '--out', str(out),
+              '--max-new-tokens', '16', '--force-expert', '1'], cwd=workspace)
+    results = json.loads((out / 'results.json').read_text())
+    assert set(results) == {'short', 'pot'}
+    assert set(results['pot']) == {'Human', 'Augmented', 'Averaged'}
+    human = json.loads((workspace / 'work_dirs/tiny/data/test/'
+                        'test_human.json').read_text())
+    answers = (out / 'answers_human_pot.jsonl').read_text().splitlines()
+    assert len(answers) == len(human)
+
+    run_tool([osp.join(REPO, 'tools', 'analyze_routing.py'), '--release',
+              'work_dirs/release', '--data',
+              'work_dirs/tiny/data/test/test_human.json', '--image-folder',
+              'work_dirs/tiny/data', '--out', 'work_dirs/routing'],
+             cwd=workspace)
+    stats = json.loads((workspace / 'work_dirs/routing/routing_stats.json'
+                        ).read_text())
+    images = {h['imgname'] for h in human}
+    assert stats['tokens'] == 64 * len(images)
+    assert sum(stats['top1_counts']) == stats['tokens']
+    assert sum(stats['load']) == pytest.approx(1.0)
+    assert all(sum(c) == 64 for c in stats['per_image_top1_counts'].values())
+    assert (workspace / 'work_dirs/routing/expert_distribution.png').is_file()
+    assert len(list((workspace / 'work_dirs/routing').glob(
+        'expert_map_*.png'))) == min(4, len(images))

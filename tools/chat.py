@@ -21,7 +21,7 @@ def main():
     parser.add_argument('--pot', action='store_true')
     parser.add_argument('--max-new-tokens', type=int, default=64)
     args = parser.parse_args()
-    chat = ChartMoEChat(args.release_dir)
+    chat = ChartMoEChat.from_release(args.release_dir)
     prompt = (POT_PROMPT if args.pot else SHORT_ANSWER_PROMPT) + args.question
     reply = chat.answer([args.image], [prompt], args.max_new_tokens)[0]
     print(f'question: {args.question}\nanswer:   {reply}')

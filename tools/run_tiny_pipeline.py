@@ -1,7 +1,8 @@
 """Run the whole tiny ChartMoE pipeline on CPU, from the repository root.
 
 build tiny default -> align table/json/code -> build MoE connector -> SFT
--> pth_to_hf -> merge -> answer a question about a held-out chart.
+-> pth_to_hf -> merge -> answer a question about a held-out chart -> ChartQA
+evaluation with and without PoT -> expert-routing analysis.
 
 Every step is the command a user would type (printed before it runs); all
 outputs go to ./work_dirs. Ends with a table of artefacts, losses and times.
@@ -93,6 +94,16 @@ def main():
     p.run('chat', [PY, 'tools/chat.py', release_dir, '--image',
                    osp.join('work_dirs/tiny/data', sample['imgname']),
                    '--question', sample['query']], release_dir)
+    p.run('ChartQA eval (+PoT)', [
+        PY, 'tools/eval_chartqa.py', '--release', release_dir, '--data-root',
+        'work_dirs/tiny/data/test', '--image-folder', 'work_dirs/tiny/data',
+        '--out', 'work_dirs/eval_tiny', '--max-new-tokens', '64'
+    ], 'work_dirs/eval_tiny/results.txt')
+    p.run('routing analysis', [
+        PY, 'tools/analyze_routing.py', '--release', release_dir, '--data',
+        'work_dirs/tiny/data/test/test_human.json', '--image-folder',
+        'work_dirs/tiny/data', '--out', 'work_dirs/routing_tiny'
+    ], 'work_dirs/routing_tiny')
     p.report()
 
 

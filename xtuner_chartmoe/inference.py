@@ -21,8 +21,10 @@ MANIFEST = 'chartmoe.json'
 
 
 class ChartMoEChat:
-    """A merged ChartMoE model ready to answer.
+    """A ChartMoE model ready to answer.
 
+    Build it with :meth:`from_release` (a merged release folder) or
+    :meth:`from_checkpoint` (a training config + ``iter_*.pth``).
     ``answer(images, questions)`` takes lists of PIL images (or paths) and
     question strings (already carrying any task prompt) and returns the
     decoded replies, greedily, in one left-padded batch. ``last_routing``
@@ -30,7 +32,25 @@ class ChartMoEChat:
     (``selected_experts [B, T, k]``, ...) for expert maps.
     """
 
-    def __init__(self, release_dir, device=None, dtype=None):
+    def __init__(self, llm, tokenizer, visual_encoder, image_processor,
+                 projector, prompt_template, visual_select_layer=-2):
+        self.llm, self.tokenizer = llm.eval(), tokenizer
+        self.visual_encoder = visual_encoder.eval()
+        self.image_processor = image_processor
+        self.projector = projector.eval()
+        self.template = dict(prompt_template)
+        self.visual_select_layer = visual_select_layer
+        self.device = next(llm.parameters()).device
+        self.stop_token_ids = [self.tokenizer.eos_token_id] + [
+            self.tokenizer.convert_tokens_to_ids(word)
+            for word in self.template.get('STOP_WORDS', [])
+        ]
+        self.last_routing = None
+
+    @classmethod
+    def from_release(cls, release_dir, device=None, dtype=None):
+        """Load ``llm/``, ``projector/``, ``visual_encoder/`` and
+        ``chartmoe.json`` written by ``tools/merge_chartmoe.py``."""
         manifest_path = osp.join(release_dir, MANIFEST)
         if not osp.isfile(manifest_path):
             raise FileNotFoundError(
@@ -38,29 +58,44 @@ class ChartMoEChat:
                 'release (write one with tools/merge_chartmoe.py)')
         with open(manifest_path) as f:
             manifest = json.load(f)
-        self.template = manifest['prompt_template']
-        self.visual_select_layer = manifest['visual_select_layer']
-        self.device = torch.device(device or (
+        device = torch.device(device or (
             'cuda' if torch.cuda.is_available() else 'cpu'))
         dtype = dtype or (torch.float16
-                          if self.device.type == 'cuda' else torch.float32)
-        self.tokenizer = AutoTokenizer.from_pretrained(
-            osp.join(release_dir, 'llm'), trust_remote_code=True)
-        self.llm = AutoModelForCausalLM.from_pretrained(
-            osp.join(release_dir, 'llm'), torch_dtype=dtype,
-            trust_remote_code=True).to(self.device).eval()
-        self.projector = AutoModel.from_pretrained(
-            osp.join(release_dir, 'projector'), torch_dtype=dtype,
-            trust_remote_code=True).to(self.device).eval()
+                          if device.type == 'cuda' else torch.float32)
+        load = dict(torch_dtype=dtype, trust_remote_code=True)
         encoder_dir = osp.join(release_dir, 'visual_encoder')
-        self.visual_encoder = CLIPVisionModel.from_pretrained(
-            encoder_dir, torch_dtype=dtype).to(self.device).eval()
-        self.image_processor = CLIPImageProcessor.from_pretrained(encoder_dir)
-        self.stop_token_ids = [self.tokenizer.eos_token_id] + [
-            self.tokenizer.convert_tokens_to_ids(word)
-            for word in self.template.get('STOP_WORDS', [])
-        ]
-        self.last_routing = None
+        return cls(
+            llm=AutoModelForCausalLM.from_pretrained(
+                osp.join(release_dir, 'llm'), **load).to(device),
+            tokenizer=AutoTokenizer.from_pretrained(
+                osp.join(release_dir, 'llm'), trust_remote_code=True),
+            visual_encoder=CLIPVisionModel.from_pretrained(
+                encoder_dir, torch_dtype=dtype).to(device),
+            image_processor=CLIPImageProcessor.from_pretrained(encoder_dir),
+            projector=AutoModel.from_pretrained(
+                osp.join(release_dir, 'projector'), **load).to(device),
+            prompt_template=manifest['prompt_template'],
+            visual_select_layer=manifest['visual_select_layer'])
+
+    @classmethod
+    def from_checkpoint(cls, config_file, checkpoint, device=None):
+        """Build the training config's model and load ``checkpoint`` (the
+        LoRA LLM is used unmerged)."""
+        from mmengine.config import Config
+        from xtuner.registry import BUILDER
+        cfg = Config.fromfile(config_file)
+        cfg.model.pretrained_pth = checkpoint
+        model = BUILDER.build(cfg.model)
+        model.llm.config.use_cache = True
+        device = torch.device(device or (
+            'cuda' if torch.cuda.is_available() else 'cpu'))
+        model.to(device)
+        return cls(llm=model.llm, tokenizer=BUILDER.build(cfg.tokenizer),
+                   visual_encoder=model.visual_encoder,
+                   image_processor=BUILDER.build(cfg.image_processor),
+                   projector=model.projector,
+                   prompt_template=cfg.prompt_template,
+                   visual_select_layer=model.visual_select_layer)
 
     @property
     def is_moe(self):

@@ -25,6 +25,7 @@ from xtuner.utils import PROMPT_TEMPLATE
 from xtuner_chartmoe.dataset import (ChartConcatDataset, ChartLLaVADataset,
                                      chartgemma_map_fn, chartqa_map_fn,
                                      chartqa_pot_map_fn)
+from xtuner_chartmoe.hooks import RoutingStatsHook
 from xtuner_chartmoe.model import ChartMoEModel
 
 #######################################################################
@@ -198,6 +199,7 @@ train_cfg = dict(type=TrainLoop, max_epochs=max_epochs)
 #######################################################################
 custom_hooks = [
     dict(type=DatasetInfoHook, tokenizer=tokenizer),
+    dict(type=RoutingStatsHook),  # per-expert load, routing entropy
     dict(
         type=EvaluateChatHook,
         tokenizer=tokenizer,

@@ -22,6 +22,7 @@ from xtuner.engine.runner import TrainLoop
 from xtuner.utils import PROMPT_TEMPLATE
 from xtuner_chartmoe.dataset import (ChartConcatDataset, ChartLLaVADataset,
                                      chartqa_map_fn, chartqa_pot_map_fn)
+from xtuner_chartmoe.hooks import RoutingStatsHook
 from xtuner_chartmoe.model import ChartMoEModel
 
 #######################################################################
@@ -160,6 +161,7 @@ train_cfg = dict(type=TrainLoop, max_epochs=max_epochs)
 #######################################################################
 custom_hooks = [
     dict(type=DatasetInfoHook, tokenizer=tokenizer),
+    dict(type=RoutingStatsHook),  # per-expert load, routing entropy
     dict(
         type=EvaluateChatHook,
         tokenizer=tokenizer,

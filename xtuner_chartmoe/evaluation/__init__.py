@@ -1,0 +1,1 @@
+"""Evaluation: ChartQA relaxed accuracy, sandboxed PoT, routing analysis."""

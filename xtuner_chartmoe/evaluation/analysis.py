@@ -1,0 +1,91 @@
+"""Expert-routing analysis of a ChartMoE model (paper figures)."""
+import json
+import os
+import os.path as osp
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from PIL import Image  # noqa: E402
+from xtuner.dataset.utils import expand2square  # noqa: E402
+
+from .routing import RoutingStats  # noqa: E402
+
+EXPERT_COLOURS = ('#7f7f7f', '#1f77b4', '#2ca02c', '#d62728', '#9467bd',
+                  '#ff7f0e', '#8c564b', '#e377c2')
+
+
+def draw_expert_map(image_path, top1, expert_names, out_path):
+    """Overlay the top-1 expert of each patch (``top1``: [T] ids, T a square
+    number) on the chart as the model saw it (padded to a square)."""
+    grid = int(round(len(top1)**0.5))
+    image = expand2square(Image.open(image_path).convert('RGB'),
+                          (255, 255, 255)).resize((448, 448))
+    palette = [matplotlib.colors.to_rgb(c) for c in EXPERT_COLOURS]
+    colours = np.array([palette[e % len(palette)] for e in np.asarray(top1)
+                        ]).reshape(grid, grid, 3)
+    fig, ax = plt.subplots(figsize=(5, 5.6), dpi=100)
+    ax.imshow(image)
+    ax.imshow(colours, alpha=0.45, extent=(0, 448, 448, 0),
+              interpolation='nearest')
+    ax.set_axis_off()
+    ax.legend(handles=[Patch(color=EXPERT_COLOURS[i], label=name)
+                       for i, name in enumerate(expert_names)],
+              loc='upper center', bbox_to_anchor=(0.5, -0.01), ncol=4,
+              fontsize=8, frameon=False)
+    ax.set_title('top-1 expert per visual token', fontsize=9)
+    fig.savefig(out_path, bbox_inches='tight')
+    plt.close(fig)
+
+
+def plot_distribution(stats, out_path):
+    """Bar plot of the top-1 share and the top-k load of each expert."""
+    names = stats['expert_names']
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
+    ax.bar(x - 0.2, stats['top1_fraction'], 0.4, label='top-1 share',
+           color=[EXPERT_COLOURS[i] for i in x])
+    ax.bar(x + 0.2, stats['load'], 0.4, label='top-k load', color='#cccccc',
+           edgecolor='#555555')
+    ax.set_xticks(x)
+    ax.set_xticklabels(names)
+    ax.set_ylabel('fraction of visual tokens')
+    ax.set_title(f"{stats['tokens']} tokens, entropy {stats['entropy']:.3f}, "
+                 f"margin {stats['margin']:.3f}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_path)
+    plt.close(fig)
+
+
+def analyse(chat, image_paths, out_dir, num_maps=4, batch_size=8):
+    """Route every image; write ``routing_stats.json`` (data set statistics
+    and per-image top-1 counts), ``expert_distribution.png`` and
+    ``expert_map_<image>.png`` for the first ``num_maps`` images."""
+    if not chat.is_moe:
+        raise ValueError('the model has a dense projector: nothing to route')
+    os.makedirs(out_dir, exist_ok=True)
+    config = chat.projector.config
+    stats = RoutingStats(config.num_experts, config.expert_names)
+    per_image, maps = {}, []
+    for start in range(0, len(image_paths), batch_size):
+        batch = image_paths[start:start + batch_size]
+        chat.encode_images(batch)
+        routing = chat.last_routing
+        stats.update(routing.router_probs, routing.selected_experts)
+        for path, chosen in zip(batch, routing.selected_experts[..., 0].cpu()):
+            per_image[path] = np.bincount(
+                chosen.numpy(), minlength=config.num_experts).tolist()
+            if len(maps) < num_maps:
+                name = osp.splitext(osp.basename(path))[0]
+                maps.append(osp.join(out_dir, f'expert_map_{name}.png'))
+                draw_expert_map(path, chosen, config.expert_names, maps[-1])
+    result = stats.result()
+    result['per_image_top1_counts'] = per_image
+    with open(osp.join(out_dir, 'routing_stats.json'), 'w') as f:
+        json.dump(result, f, indent=1)
+    plot_distribution(result, osp.join(out_dir, 'expert_distribution.png'))
+    return result, maps
