@@ -14,15 +14,19 @@ ALIGN = 'chartmoe_tiny_llama_tiny_clip_align_{}_e3_cpu'
 SFT = 'chartmoe_tiny_llama_tiny_clip_lora_e12_cpu_sft'
 
 
-def train(workspace, name):
-    run_tool(['-m', 'xtuner.tools.train', osp.join(CFG, name + '.py')],
-             cwd=workspace)
+def train(workspace, name, *options):
+    run_tool(['-m', 'xtuner.tools.train', osp.join(CFG, name + '.py')] +
+             (['--cfg-options', *options] if options else []), cwd=workspace)
     work_dir = workspace / 'work_dirs' / name
+    checkpoint = (work_dir / 'last_checkpoint').read_text().strip()
+    return [row['loss'] for row in logged(work_dir)], checkpoint
+
+
+def logged(work_dir):
+    """The training log rows (scalars.json) of the newest run."""
     scalars = glob.glob(str(work_dir / '*' / 'vis_data' / 'scalars.json'))
     with open(sorted(scalars)[-1]) as f:
-        losses = [json.loads(line)['loss'] for line in f if '"loss"' in line]
-    checkpoint = (work_dir / 'last_checkpoint').read_text().strip()
-    return losses, checkpoint
+        return [json.loads(line) for line in f if '"loss"' in line]
 
 
 def mean(values):
@@ -129,15 +133,11 @@ def test_merge_tool_rejects_a_folder_that_is_not_a_conversion(workspace):
                        'work_dirs/tiny', 'work_dirs/x'], cwd=workspace,
                       check=False)
     assert result.returncode != 0
-    assert 'xtuner_config.py missing' in result.stderr
+    assert 'chartmoe_hf.json missing' in result.stderr
 
 
 def test_sft_log_has_routing_statistics(pipeline, workspace):
-    work_dir = workspace / 'work_dirs' / SFT
-    scalars = sorted(glob.glob(str(work_dir / '*' / 'vis_data' /
-                                   'scalars.json')))[-1]
-    with open(scalars) as f:
-        rows = [json.loads(line) for line in f if '"loss"' in line]
+    rows = logged(workspace / 'work_dirs' / SFT)
     names = ('general', 'table', 'json', 'code')
     for row in rows:
         assert sum(row[f'load_{n}'] for n in names) == pytest.approx(1.0,
@@ -174,3 +174,53 @@ def test_eval_and_routing_analysis_on_the_release(pipeline, workspace):
     assert (workspace / 'work_dirs/routing/expert_distribution.png').is_file()
     assert len(list((workspace / 'work_dirs/routing').glob(
         'expert_map_*.png'))) == min(4, len(images))
+
+
+def test_clip_moe_sft_trains_converts_and_merges(pipeline, workspace):
+    from xtuner_chartmoe.inference import ChartMoEChat
+    from xtuner_chartmoe.model import CLIPMoEMLP
+    name = 'chartmoe_tiny_llama_tiny_clip_clipmoe_lora_e12_cpu_sft'
+    losses, checkpoint = train(workspace, name, 'train_cfg.max_epochs=4',
+                               'param_scheduler.0.end=4')
+    assert mean(losses[-3:]) < mean(losses[:3]) - 0.1, losses
+    rows = logged(workspace / 'work_dirs' / name)
+    assert all(r['balance_loss'] >= 0.1 * 0.99 and r['z_loss'] > 0
+               for r in rows)  # logged separately; balance loss >= 1 x coef
+    run_tool(['-m', 'xtuner.tools.model_converters.pth_to_hf',
+              osp.join(CFG, name + '.py'), checkpoint, 'work_dirs/hf_clipmoe'],
+             cwd=workspace)
+    config = json.loads((workspace / 'work_dirs/hf_clipmoe/visual_encoder/'
+                         'config.json').read_text())
+    assert config['chartmoe_mlp_moe'] == {'num_experts': 4, 'num_selected': 2}
+    run_tool([osp.join(REPO, 'tools', 'merge_chartmoe.py'),
+              'work_dirs/hf_clipmoe', 'work_dirs/release_clipmoe'],
+             cwd=workspace)
+    chat = ChartMoEChat.from_release(
+        str(workspace / 'work_dirs' / 'release_clipmoe'))
+    mlp = chat.visual_encoder.vision_model.encoder.layers[2].mlp
+    assert isinstance(mlp, CLIPMoEMLP)
+    trained = torch.load(checkpoint, map_location='cpu',
+                         weights_only=False)['state_dict']
+    assert torch.equal(mlp.gate.weight, trained[
+        'visual_encoder.vision_model.encoder.layers.2.mlp.gate.weight'])
+    data = workspace / 'work_dirs' / 'tiny' / 'data'
+    assert len(chat.answer([str(data / 'charts' / '000015.png')], ['Q?'],
+                           max_new_tokens=4)) == 1
+
+
+def test_prefinetune_trains_the_whole_model(pipeline, workspace):
+    name = 'chartmoe_tiny_llama_tiny_clip_full_e3_cpu_prefinetune'
+    losses, checkpoint = train(workspace, name)
+    assert mean(losses[-3:]) < mean(losses[:3]) - 0.1, losses
+    keys = set(torch.load(checkpoint, map_location='cpu',
+                          weights_only=False)['state_dict'])
+    assert any(k.startswith('llm.model.layers.') for k in keys)
+    assert any(k.startswith('visual_encoder.vision_model.') for k in keys)
+    assert 'projector.model.0.weight' in keys
+    # the MoE stages upcycle from it: its projector seeds the experts
+    from xtuner_chartmoe.model import build_moe_projector
+    moe = build_moe_projector('upcycle', [str(workspace / 'work_dirs' / name)])
+    trained = torch.load(checkpoint, map_location='cpu',
+                         weights_only=False)['state_dict']
+    assert torch.equal(moe.experts[3][0].weight,
+                       trained['projector.model.0.weight'])

@@ -3,8 +3,8 @@
     python tools/merge_chartmoe.py HF_DIR SAVE_DIR [--device cpu]
 
 HF_DIR is the output of ``python -m xtuner.tools.model_converters.pth_to_hf``
-(``llm_adapter/`` or ``llm``, ``projector/``, ``xtuner_config.py``). XTuner's
-``merge`` folds the LoRA adapter into the base LLM named in the config; the
+(``llm_adapter/`` or the LLM, ``projector/``, ``chartmoe_hf.json``). XTuner's
+``merge`` folds the LoRA adapter into the base LLM named there; the
 MoE connector and the visual encoder are saved next to it with a
 ``chartmoe.json`` manifest (prompt template, visual_select_layer), which
 ``xtuner_chartmoe.inference.ChartMoEChat`` reads.
@@ -16,8 +16,6 @@ import os.path as osp
 import shutil
 import subprocess
 import sys
-
-from mmengine.config import Config
 
 
 def parse_args():
@@ -32,12 +30,13 @@ def parse_args():
 
 def main():
     args = parse_args()
-    config_file = osp.join(args.hf_dir, 'xtuner_config.py')
-    for needed in (config_file, osp.join(args.hf_dir, 'projector')):
+    manifest_file = osp.join(args.hf_dir, 'chartmoe_hf.json')
+    for needed in (manifest_file, osp.join(args.hf_dir, 'projector')):
         if not osp.exists(needed):
             sys.exit(f'error: {needed} missing; is {args.hf_dir} a pth_to_hf '
-                     'output?')
-    cfg = Config.fromfile(config_file)
+                     'output of a ChartMoEModel config?')
+    with open(manifest_file) as f:
+        manifest = json.load(f)
     tmp_dir = args.save_dir.rstrip('/') + '.tmp'
     shutil.rmtree(tmp_dir, ignore_errors=True)
     os.makedirs(tmp_dir)
@@ -45,9 +44,8 @@ def main():
     if osp.isdir(adapter):
         subprocess.run([
             sys.executable, '-m', 'xtuner.tools.model_converters.merge',
-            cfg.model.llm.pretrained_model_name_or_path, adapter,
-            osp.join(tmp_dir, 'llm'), '--device', args.device,
-            '--safe-serialization'
+            manifest['llm'], adapter, osp.join(tmp_dir, 'llm'), '--device',
+            args.device, '--safe-serialization'
         ], check=True)
     else:  # LLM fully fine-tuned: pth_to_hf wrote it at the top level
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -59,28 +57,30 @@ def main():
                 osp.join(tmp_dir, 'llm'))
     shutil.copytree(osp.join(args.hf_dir, 'projector'),
                     osp.join(tmp_dir, 'projector'))
-    save_visual_encoder(cfg, args.hf_dir, osp.join(tmp_dir, 'visual_encoder'))
+    save_visual_encoder(manifest, args.hf_dir,
+                        osp.join(tmp_dir, 'visual_encoder'))
     with open(osp.join(tmp_dir, 'chartmoe.json'), 'w') as f:
-        json.dump({
-            'prompt_template': cfg.prompt_template.to_dict(),
-            'visual_select_layer': cfg.model.get('visual_select_layer', -2),
-        }, f, indent=1)
+        json.dump({k: manifest[k] for k in ('prompt_template',
+                                            'visual_select_layer')}, f,
+                  indent=1)
     shutil.rmtree(args.save_dir, ignore_errors=True)
     shutil.move(tmp_dir, args.save_dir)
     print(f'ChartMoE release written to {args.save_dir}')
 
 
-def save_visual_encoder(cfg, hf_dir, save_dir):
-    from transformers import CLIPImageProcessor, CLIPVisionModel
-    trained = osp.join(hf_dir, 'visual_encoder')
-    source = trained if osp.isdir(trained) else (
-        cfg.model.visual_encoder.pretrained_model_name_or_path)
+def save_visual_encoder(manifest, hf_dir, save_dir):
+    """The trained vision tower if pth_to_hf wrote one (CLIP MoE included),
+    else the base one, with its image processor."""
+    from transformers import CLIPImageProcessor
+
+    from xtuner_chartmoe.model import load_clip_vision
     if osp.isdir(osp.join(hf_dir, 'visual_encoder_adapter')):
         sys.exit('error: a LoRA-tuned visual encoder is not supported yet')
-    CLIPVisionModel.from_pretrained(source).save_pretrained(save_dir)
+    trained = osp.join(hf_dir, 'visual_encoder')
+    source = trained if osp.isdir(trained) else manifest['visual_encoder']
+    load_clip_vision(source).save_pretrained(save_dir)
     CLIPImageProcessor.from_pretrained(
-        cfg.image_processor.pretrained_model_name_or_path).save_pretrained(
-            save_dir)
+        manifest['image_processor']).save_pretrained(save_dir)
 
 
 if __name__ == '__main__':

@@ -3,6 +3,12 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from .evaluation.routing import RoutingStats
+from .model.clip_moe import clip_moe_layers
+
+
+def _unwrap(runner):
+    model = runner.model
+    return model.module if is_model_wrapper(model) else model
 
 
 class RoutingStatsHook(Hook):
@@ -14,8 +20,7 @@ class RoutingStatsHook(Hook):
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None):
-        model = runner.model.module if is_model_wrapper(
-            runner.model) else runner.model
+        model = _unwrap(runner)
         routing = getattr(model, 'last_routing', None)
         if routing is None:
             return
@@ -27,3 +32,23 @@ class RoutingStatsHook(Hook):
             hub.update_scalar(f'train/load_{name}', load)
         hub.update_scalar('train/router_entropy', stats['entropy'])
         hub.update_scalar('train/router_margin', stats['margin'])
+
+
+class TopKScheduleHook(Hook):
+    """Grow the top-k of the MoE connector (and CLIP MoE layers) during
+    training, as the hyper-router recipe does: ``start_k`` for the first
+    ``switch_ratio`` of the iterations, then ``end_k``. The current k is a
+    buffer (``num_selected``), so it is checkpointed and resumed."""
+
+    def __init__(self, start_k=1, end_k=2, switch_ratio=0.5):
+        self.start_k, self.end_k, self.switch_ratio = start_k, end_k, \
+            switch_ratio
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        model = _unwrap(runner)
+        k = self.start_k if runner.iter < self.switch_ratio * \
+            runner.max_iters else self.end_k
+        if hasattr(model.projector, 'set_top_k'):
+            model.projector.set_top_k(k)
+        for layer in clip_moe_layers(model.visual_encoder):
+            layer.num_selected.fill_(k)

@@ -13,9 +13,11 @@ import os.path as osp
 import torch
 from PIL import Image
 from transformers import (AutoModel, AutoModelForCausalLM, AutoTokenizer,
-                          CLIPImageProcessor, CLIPVisionModel)
+                          CLIPImageProcessor)
 from xtuner.dataset.utils import expand2square
 from xtuner.utils import DEFAULT_IMAGE_TOKEN
+
+from .model.clip_moe import load_clip_vision
 
 MANIFEST = 'chartmoe.json'
 
@@ -69,8 +71,8 @@ class ChartMoEChat:
                 osp.join(release_dir, 'llm'), **load).to(device),
             tokenizer=AutoTokenizer.from_pretrained(
                 osp.join(release_dir, 'llm'), trust_remote_code=True),
-            visual_encoder=CLIPVisionModel.from_pretrained(
-                encoder_dir, torch_dtype=dtype).to(device),
+            visual_encoder=load_clip_vision(encoder_dir,
+                                            torch_dtype=dtype).to(device),
             image_processor=CLIPImageProcessor.from_pretrained(encoder_dir),
             projector=AutoModel.from_pretrained(
                 osp.join(release_dir, 'projector'), **load).to(device),

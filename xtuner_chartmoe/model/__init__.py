@@ -6,10 +6,12 @@ installed (e.g. a bare inference or benchmark environment).
 """
 from transformers import AutoConfig, AutoModel
 
+from .clip_moe import CLIPMoEMLP, load_clip_vision, upcycle_clip_mlps
 from .configuration_moe_projector import MoEProjectorConfig
 from .modeling_moe_projector import (MoEProjectorModel, MoEProjectorOutput,
                                      sorted_dispatch)
-from .moe_builder import build_moe_projector, load_dense_projector_state
+from .moe_builder import (build_moe_projector, load_dense_projector_state,
+                          load_hf_folder_state)
 from .routers import ROUTERS, RouterOutput, build_router
 
 AutoConfig.register(MoEProjectorConfig.model_type, MoEProjectorConfig)
@@ -26,5 +28,7 @@ def __getattr__(name):
 __all__ = [
     'ChartMoEModel', 'MoEProjectorConfig', 'MoEProjectorModel',
     'MoEProjectorOutput', 'sorted_dispatch', 'build_moe_projector',
-    'load_dense_projector_state', 'ROUTERS', 'RouterOutput', 'build_router'
+    'load_dense_projector_state', 'load_hf_folder_state', 'ROUTERS',
+    'RouterOutput', 'build_router', 'CLIPMoEMLP', 'load_clip_vision',
+    'upcycle_clip_mlps'
 ]

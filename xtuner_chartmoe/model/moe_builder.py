@@ -55,7 +55,7 @@ def load_dense_projector_state(path):
             raise FileNotFoundError(f'{last} points to a missing checkpoint: '
                                     f'{path}')
     if osp.isdir(path) and osp.isfile(osp.join(path, 'config.json')):
-        state = _load_hf_folder_state(path)
+        state = load_hf_folder_state(path)
     else:
         from xtuner.model.utils import guess_load_checkpoint
         try:
@@ -65,17 +65,26 @@ def load_dense_projector_state(path):
     return _strip_to_dense_keys(state, path)
 
 
-def _load_hf_folder_state(path):
-    safetensors_file = osp.join(path, 'model.safetensors')
-    if osp.isfile(safetensors_file):
-        from safetensors.torch import load_file
-        return load_file(safetensors_file)
-    bin_file = osp.join(path, 'pytorch_model.bin')
-    if osp.isfile(bin_file):
-        return torch.load(bin_file, map_location='cpu', weights_only=True)
+def load_hf_folder_state(path):
+    """The full state dict of a ``save_pretrained`` folder (safetensors or
+    bin, single file or sharded with an index)."""
+    import json
+    from safetensors.torch import load_file
+    for weights, index, load in (
+            ('model.safetensors', 'model.safetensors.index.json', load_file),
+            ('pytorch_model.bin', 'pytorch_model.bin.index.json',
+             lambda f: torch.load(f, map_location='cpu', weights_only=True))):
+        if osp.isfile(osp.join(path, weights)):
+            return load(osp.join(path, weights))
+        if osp.isfile(osp.join(path, index)):
+            with open(osp.join(path, index)) as f:
+                shards = sorted(set(json.load(f)['weight_map'].values()))
+            state = {}
+            for shard in shards:
+                state.update(load(osp.join(path, shard)))
+            return state
     raise FileNotFoundError(
-        f'{path}: folder has config.json but neither model.safetensors nor '
-        f'pytorch_model.bin')
+        f'{path}: no model.safetensors / pytorch_model.bin (or sharded index)')
 
 
 def _dense_geometry(state, source):

@@ -1,0 +1,84 @@
+"""CuMo co-upcycling: every CLIP encoder MLP becomes a top-k MoE of copies.
+
+``upcycle_clip_mlps(clip)`` replaces ``layer.mlp`` of each encoder layer by a
+:class:`CLIPMoEMLP` whose experts are copies of that (trained) dense MLP and
+records the setting in ``clip.config.chartmoe_mlp_moe``, so that
+``save_pretrained`` + :func:`load_clip_vision` round-trip the MoE model. With
+equal experts and renormalised weights, the upcycled encoder computes the
+dense encoder's hidden states exactly at step 0.
+"""
+import copy
+import os.path as osp
+
+import torch
+import torch.nn as nn
+
+from .modeling_moe_projector import sorted_dispatch
+from .moe_builder import load_hf_folder_state
+from .routers import SoftmaxRouter
+
+CONFIG_KEY = 'chartmoe_mlp_moe'
+
+
+class CLIPMoEMLP(nn.Module):
+    """Drop-in for ``CLIPMLP``: ``hidden_states [B, T, D] -> [B, T, D]``.
+
+    ``experts``: E copies of the dense MLP; ``gate``: softmax top-k router
+    (``gate.weight [E, D]``); ``num_selected``: top-k buffer. The routing of
+    the last call is kept in ``last_routing`` (a ``RouterOutput`` over the
+    B*T tokens) for the balance / z losses.
+    """
+
+    def __init__(self, dense_mlp, hidden_size, num_experts=4, num_selected=2):
+        super().__init__()
+        self.gate = SoftmaxRouter(hidden_size, num_experts)
+        self.experts = nn.ModuleList(
+            copy.deepcopy(dense_mlp) for _ in range(num_experts))
+        self.register_buffer('num_selected', torch.tensor(num_selected))
+        self.last_routing = None
+
+    def forward(self, hidden_states):
+        flat = hidden_states.reshape(-1, hidden_states.shape[-1])
+        routing = self.gate(flat, int(self.num_selected))
+        self.last_routing = routing
+        out = sorted_dispatch(flat, routing.weights, routing.experts,
+                              self.experts)
+        return out.view_as(hidden_states)
+
+
+def clip_moe_layers(clip):
+    """The :class:`CLIPMoEMLP` modules of a (possibly upcycled) CLIP."""
+    return [m for m in clip.modules() if isinstance(m, CLIPMoEMLP)]
+
+
+def upcycle_clip_mlps(clip, num_experts=4, num_selected=2):
+    """Turn each encoder MLP of ``clip`` (a ``CLIPVisionModel``) into a
+    :class:`CLIPMoEMLP` of copies; returns the new modules."""
+    if not 1 <= num_selected <= num_experts:
+        raise ValueError(f'num_selected must be in [1, {num_experts}], got '
+                         f'{num_selected}')
+    if clip_moe_layers(clip):
+        raise ValueError('the vision encoder is already upcycled')
+    hidden = clip.config.hidden_size
+    for layer in clip.vision_model.encoder.layers:
+        layer.mlp = CLIPMoEMLP(layer.mlp, hidden, num_experts,
+                               num_selected).to(layer.mlp.fc1.weight.dtype)
+    setattr(clip.config, CONFIG_KEY, {'num_experts': num_experts,
+                                      'num_selected': num_selected})
+    return clip_moe_layers(clip)
+
+
+def load_clip_vision(path, torch_dtype=None):
+    """``CLIPVisionModel.from_pretrained`` that also restores a CLIP saved
+    after :func:`upcycle_clip_mlps` (its config carries the MoE setting)."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+    config = CLIPVisionConfig.from_pretrained(path)
+    moe = getattr(config, CONFIG_KEY, None)
+    if not moe:
+        return CLIPVisionModel.from_pretrained(path, torch_dtype=torch_dtype)
+    clip = CLIPVisionModel(config)
+    upcycle_clip_mlps(clip, **moe)
+    if not osp.isdir(path):
+        raise ValueError(f'{path}: an upcycled CLIP must be a local folder')
+    clip.load_state_dict(load_hf_folder_state(path))
+    return clip.to(torch_dtype) if torch_dtype else clip
