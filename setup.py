@@ -23,4 +23,5 @@ setup(
     python_requires='>=3.10',
     install_requires=INSTALL_REQUIRES,
     extras_require={'test': ['pytest']},
+    entry_points={'console_scripts': ['chartmoe = xtuner_chartmoe.cli:main']},
 )

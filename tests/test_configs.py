@@ -22,7 +22,10 @@ ALL_CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', '**', '*.py'),
 def test_every_config_parses_and_uses_chartmoe_model(path):
     cfg = Config.fromfile(path)
     assert cfg.model.type.__name__ == 'ChartMoEModel'
-    assert cfg.model.freeze_visual_encoder is True
+    # only the CuMo stages (CLIP MoE, whole-model pre-finetune) train CLIP
+    trains_clip = 'clipmoe' in path or 'prefinetune' in path
+    assert cfg.model.freeze_visual_encoder is not trains_clip
+    assert ('visual_encoder_moe' in cfg.model) == ('clipmoe' in path)
 
 
 @pytest.mark.parametrize('expert', ['table', 'json', 'code'])

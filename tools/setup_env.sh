@@ -15,6 +15,6 @@ fi
 .venv/bin/pip install -q --no-deps -e .
 .venv/bin/pip install -q pytest
 # Start-up hook so PyPI's torchvision imports beside CPU torch (see SPEC §6).
-.venv/bin/python -m xtuner_chartmoe.torchvision_compat
+.venv/bin/python -m xtuner_chartmoe.compat
 .venv/bin/python -c "import torchvision.transforms, xtuner.dataset" 2>/dev/null \
   && echo "environment ready: .venv"

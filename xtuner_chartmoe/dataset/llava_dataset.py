@@ -5,6 +5,7 @@ import os.path as osp
 
 from datasets import Dataset as HFDataset
 from datasets import DatasetDict
+from torch.utils.data import Dataset
 from mmengine import print_log
 from PIL import Image
 from xtuner.dataset import ConcatDataset, LLaVADataset
@@ -136,3 +137,25 @@ class ChartConcatDataset(ConcatDataset):
     @property
     def modality_length(self):
         return [n for d in self.datasets for n in d.modality_length]
+
+
+class RepeatedDataset(Dataset):
+    """``dataset`` (a config or a dataset) seen ``times`` times in a row:
+    index ``i`` is item ``i % len(dataset)``. Tiny configs train one epoch
+    over it instead of many epochs, because mmengine sleeps 2 s at every
+    epoch boundary."""
+
+    def __init__(self, dataset, times):
+        self.dataset = BUILDER.build(dataset) if isinstance(dataset,
+                                                            dict) else dataset
+        self.times = times
+
+    def __len__(self):
+        return self.times * len(self.dataset)
+
+    def __getitem__(self, index):
+        return self.dataset[index % len(self.dataset)]
+
+    @property
+    def modality_length(self):
+        return self.times * self.dataset.modality_length

@@ -7,4 +7,4 @@ with read_base():
 
 expert = 'code'
 data_path = data_root + f'align_{expert}.json'
-train_dataloader.dataset.data_path = data_path
+train_dataloader.dataset.dataset.data_path = data_path

@@ -8,7 +8,7 @@ with read_base():
     from .chartmoe_tiny_llama_tiny_clip_lora_e12_cpu_sft import *  # noqa: F401,F403,E501
 
 general_projector = tiny_root + 'general_projector'
-max_epochs = 3
+repeats = 3
 lr = 1e-3
 model.update(
     freeze_llm=False,
@@ -16,6 +16,5 @@ model.update(
     projector_init=general_projector)
 model.pop('llm_lora')
 model.pop('moe_projector')
-train_cfg.max_epochs = max_epochs
-param_scheduler[0].end = max_epochs
+train_dataloader.dataset.times = repeats
 optim_wrapper.optimizer.lr = lr

@@ -21,7 +21,8 @@ from xtuner.engine.hooks import DatasetInfoHook, EvaluateChatHook
 from xtuner.engine.runner import TrainLoop
 from xtuner.utils import PROMPT_TEMPLATE
 from xtuner_chartmoe.dataset import (ChartConcatDataset, ChartLLaVADataset,
-                                     chartqa_map_fn, chartqa_pot_map_fn)
+                                     RepeatedDataset, chartqa_map_fn,
+                                     chartqa_pot_map_fn)
 from xtuner_chartmoe.hooks import RoutingStatsHook
 from xtuner_chartmoe.model import ChartMoEModel
 
@@ -50,7 +51,10 @@ max_length = 1024
 batch_size = 4  # per_device
 accumulative_counts = 1
 dataloader_num_workers = 0
-max_epochs = 12
+# 12 passes over the data as one epoch of a repeated data set: mmengine
+# sleeps 2 s at every epoch boundary, which would dominate tiny runs
+max_epochs = 1
+repeats = 12
 optim_type = AdamW
 lr = 3e-3
 betas = (0.9, 0.999)
@@ -128,7 +132,7 @@ train_dataset = dict(
 train_dataloader = dict(
     batch_size=batch_size,
     num_workers=dataloader_num_workers,
-    dataset=train_dataset,
+    dataset=dict(type=RepeatedDataset, dataset=train_dataset, times=repeats),
     sampler=dict(type=DefaultSampler, shuffle=True),
     collate_fn=dict(type=default_collate_fn))
 
