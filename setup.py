@@ -22,6 +22,9 @@ setup(
     packages=find_packages(include=['xtuner_chartmoe', 'xtuner_chartmoe.*']),
     python_requires='>=3.10',
     install_requires=INSTALL_REQUIRES,
-    extras_require={'test': ['pytest']},
+    extras_require={
+        'demo': ['gradio>=5,<6', 'huggingface_hub==0.36.2'],
+        'test': ['pytest', 'selenium'],
+    },
     entry_points={'console_scripts': ['chartmoe = xtuner_chartmoe.cli:main']},
 )

@@ -1,6 +1,7 @@
 """Every tiny stage config through XTuner's own tools, end to end."""
 import glob
 import json
+import os
 import os.path as osp
 
 import pytest
@@ -224,3 +225,114 @@ def test_prefinetune_trains_the_whole_model(pipeline, workspace):
                          weights_only=False)['state_dict']
     assert torch.equal(moe.experts[3][0].weight,
                        trained['projector.model.0.weight'])
+
+
+def test_demo_turns(pipeline, workspace):
+    from xtuner_chartmoe.demo import ask
+    from xtuner_chartmoe.inference import ChartMoEChat
+    chat = ChartMoEChat.from_release(str(workspace / 'work_dirs' / 'release'))
+    image = str(workspace / 'work_dirs/tiny/data/charts/000015.png')
+    assert ask(chat, None, 'Q?', False)[0] == \
+        'Please upload a chart image first.'
+    answer, program, report, expert_map = ask(chat, image, 'Sum?', True, 32)
+    assert program and report.startswith(('ran in the sandbox',
+                                          'failed in the sandbox'))
+    assert osp.isfile(expert_map)
+    answer, program, report, _ = ask(chat, image, 'Highest?', False, 32)
+    assert answer and program == '' and report == ''
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def _alnum(text):
+    return ''.join(c for c in text.lower() if c.isalnum())
+
+
+def test_demo_in_headless_chromium(pipeline, workspace, tmp_path):
+    """Upload a chart in the web demo, ask, read the answer off a
+    screenshot (tesseract), then ask again with program of thought."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    for tool in ('chromium', 'chromedriver', 'tesseract'):
+        assert shutil.which(tool), f'{tool} missing: .ci/run installs it'
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from xtuner_chartmoe.demo import ask
+    from xtuner_chartmoe.inference import ChartMoEChat
+    release = str(workspace / 'work_dirs' / 'release')
+    image = str(workspace / 'work_dirs/tiny/data/charts/000015.png')
+    question = 'Which category has the highest value?'
+    expected = ask(ChartMoEChat.from_release(release), image, question, False)
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, osp.join(REPO, 'tools', 'chat_demo.py'), release,
+         '--port', str(port)], cwd=workspace, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True)
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which('chromium')
+    for arg in ('--headless=new', '--no-sandbox', '--disable-gpu',
+                '--disable-dev-shm-usage', '--disable-background-networking',
+                '--disable-component-update', '--disable-sync',
+                '--no-first-run', '--window-size=1280,1000',
+                f'--user-data-dir={tmp_path / "profile"}'):
+        options.add_argument(arg)
+    driver = None
+    try:
+        url = f'http://127.0.0.1:{port}/'
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, 'the demo server exited'
+                assert time.time() < deadline, 'the demo did not come up'
+                time.sleep(0.5)
+        driver = webdriver.Chrome(
+            service=Service(shutil.which('chromedriver')), options=options)
+        wait = WebDriverWait(driver, 120)
+        driver.get(url)
+        wait.until(lambda d: d.find_element(
+            By.CSS_SELECTOR, '#chart input[type=file]')).send_keys(image)
+        driver.find_element(By.CSS_SELECTOR,
+                            '#question textarea').send_keys(question)
+        time.sleep(1)
+        driver.find_element(By.CSS_SELECTOR, '#ask').click()
+        shown = wait.until(lambda d: d.find_element(
+            By.CSS_SELECTOR, '#answer textarea').get_attribute('value'))
+        assert shown == expected[0]
+        time.sleep(1)
+        screenshot = str(tmp_path / 'demo.png')
+        driver.save_screenshot(screenshot)
+        ocr = subprocess.run(['tesseract', screenshot, '-'],
+                             capture_output=True, text=True).stdout
+        assert 'ChartMoE chat' in ocr and 'Answer' in ocr
+        assert _alnum(expected[0]) in _alnum(ocr), (expected[0], ocr)
+        # the expert map was drawn
+        assert driver.find_element(By.CSS_SELECTOR, '#expert_map img')
+
+        driver.find_element(By.CSS_SELECTOR, '#pot input').click()
+        driver.find_element(By.CSS_SELECTOR, '#ask').click()
+        report = wait.until(lambda d: d.find_element(
+            By.CSS_SELECTOR, '#sandbox textarea').get_attribute('value'))
+        assert report.startswith(('ran in the sandbox',
+                                  'failed in the sandbox'))
+        assert driver.find_element(By.CSS_SELECTOR, '#program').text.strip()
+    finally:
+        if driver is not None:
+            driver.quit()
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()

@@ -1,0 +1,63 @@
+"""Gradio chat demo: upload a chart, ask, see the answer, the PoT program and
+its sandboxed result, and which expert each image patch chose."""
+import os.path as osp
+import tempfile
+
+from .dataset.chart_synth import POT_PROMPT, SHORT_ANSWER_PROMPT
+from .evaluation.analysis import draw_expert_map
+from .evaluation.metrics import extract_program, normalise_pot_output
+from .evaluation.sandbox import run_program
+
+
+def ask(chat, image_path, question, use_pot, max_new_tokens=256):
+    """One demo turn. Returns ``(answer, program, sandbox_report,
+    expert_map_png or None)``; with ``use_pot`` the model writes a program,
+    which runs in the sandbox, and its printed output is the answer."""
+    if not image_path:
+        return 'Please upload a chart image first.', '', '', None
+    if not question or not question.strip():
+        return 'Please type a question.', '', '', None
+    prompt = (POT_PROMPT if use_pot else SHORT_ANSWER_PROMPT) + question
+    reply = chat.answer([image_path], [prompt], max_new_tokens)[0]
+    program, report, answer = '', '', reply
+    if use_pot:
+        program = extract_program(reply)
+        result = run_program(program)
+        answer = normalise_pot_output(result.stdout) if result.ok else ''
+        report = (f'ran in the sandbox: printed {result.stdout!r}'
+                  if result.ok else f'failed in the sandbox: {result.error}')
+    expert_map = None
+    if chat.last_routing is not None:
+        expert_map = osp.join(tempfile.mkdtemp(prefix='chartmoe_demo_'),
+                              'expert_map.png')
+        draw_expert_map(image_path, chat.last_routing.selected_experts[0, :, 0]
+                        .cpu(), chat.projector.config.expert_names,
+                        expert_map)
+    return answer, program, report, expert_map
+
+
+def build_demo(chat, title='ChartMoE chat'):
+    """The gradio Blocks app around a :class:`ChartMoEChat`."""
+    import gradio as gr
+    with gr.Blocks(title=title) as demo:
+        gr.Markdown(f'## {title}\nUpload a chart and ask about it.')
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(type='filepath', label='Chart',
+                                 elem_id='chart')
+                question = gr.Textbox(label='Question', elem_id='question')
+                use_pot = gr.Checkbox(label='Program of thought (run the '
+                                      'generated Python in a sandbox)',
+                                      elem_id='pot')
+                button = gr.Button('Ask', variant='primary', elem_id='ask')
+            with gr.Column():
+                answer = gr.Textbox(label='Answer', elem_id='answer')
+                program = gr.Code(label='Program of thought',
+                                  language='python', elem_id='program')
+                report = gr.Textbox(label='Sandbox', elem_id='sandbox')
+                expert_map = gr.Image(label='Top-1 expert per image patch',
+                                      elem_id='expert_map')
+        button.click(lambda *args: ask(chat, *args),
+                     [image, question, use_pot],
+                     [answer, program, report, expert_map])
+    return demo
