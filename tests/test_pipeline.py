@@ -336,3 +336,25 @@ def test_demo_in_headless_chromium(pipeline, workspace, tmp_path):
             driver.quit()
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
+
+
+def test_eval_from_training_checkpoint_matches_the_release(pipeline,
+                                                           workspace):
+    """--config/--checkpoint (LoRA unmerged) answers as the merged release
+    does (greedy, fp32)."""
+    out = {}
+    for name, model_args in (
+            ('ckpt', ['--config', osp.join(CFG, SFT + '.py'), '--checkpoint',
+                      pipeline['sft'][1]]),
+            ('release', ['--release', 'work_dirs/release'])):
+        run_tool([osp.join(REPO, 'tools', 'eval_chartqa.py'), *model_args,
+                  '--data-root', 'work_dirs/tiny/data/test', '--image-folder',
+                  'work_dirs/tiny/data', '--splits', 'human', '--modes',
+                  'short', '--out', f'work_dirs/eval_{name}',
+                  '--max-new-tokens', '8'], cwd=workspace)
+        out[name] = [json.loads(line)['reply'] for line in (
+            workspace / f'work_dirs/eval_{name}/answers_human_short.jsonl'
+        ).read_text().splitlines()]
+    assert len(out['ckpt']) == len(out['release']) > 0
+    same = sum(a == b for a, b in zip(out['ckpt'], out['release']))
+    assert same >= 0.8 * len(out['ckpt']), out  # merge rounds to fp16
