@@ -16,8 +16,9 @@ module is first imported, and the mmengine ones only when CUDA is absent.
 2. mmengine 0.10.6 ``--launcher pytorch`` (torchrun) on CPU: its
    ``_init_dist_pytorch`` calls ``torch.cuda.set_device`` unconditionally and
    its runner wraps the model in DDP with ``device_ids=[LOCAL_RANK]``, which
-   DDP refuses for a CPU module. Without CUDA the first becomes a no-op and
-   the second passes ``device_ids=None`` (gloo backend from the config).
+   DDP refuses for a CPU module. Without CUDA the first becomes a no-op, the
+   second passes ``device_ids=None`` (gloo backend from the config), and at
+   exit every rank waits for the others and destroys the process group.
 3. ``xtuner train --resume`` with torch >= 2.6: XTuner's
    ``get_seed_from_checkpoint`` and mmengine's local checkpoint loader call
    ``torch.load`` with the new ``weights_only=True`` default, which refuses
@@ -25,6 +26,7 @@ module is first imported, and the mmengine ones only when CUDA is absent.
    These two loaders, and only they, read the run's own checkpoints with
    ``weights_only=False``, as they did before torch 2.6.
 """
+import atexit
 import functools
 import importlib.abc
 import importlib.util
@@ -68,11 +70,24 @@ def _cpu_safe_init_dist(module):
         set_device, torch.cuda.set_device = torch.cuda.set_device, (
             lambda device: None)
         try:
-            return original(*args, **kwargs)
+            result = original(*args, **kwargs)
         finally:
             torch.cuda.set_device = set_device
+        atexit.register(_close_process_group)
+        return result
 
     module._init_dist_pytorch = init_dist_pytorch
+
+
+def _close_process_group():
+    """Wait for every rank, then destroy the gloo process group. XTuner's
+    train script never does; a rank that exits first (while rank 0 still
+    saves its checkpoint) then aborts in gloo's thread teardown
+    ("terminate called without an active exception")."""
+    import torch.distributed as dist
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _cpu_safe_ddp(module):
