@@ -9,7 +9,7 @@ import argparse
 
 import torch
 
-from xtuner_chartmoe.dataset.chart_synth import POT_PROMPT, SHORT_ANSWER_PROMPT
+from xtuner_chartmoe.dataset.chart_synth import PROMPTS
 from xtuner_chartmoe.inference import ChartMoEChat
 
 
@@ -22,7 +22,7 @@ def main():
     parser.add_argument('--max-new-tokens', type=int, default=64)
     args = parser.parse_args()
     chat = ChartMoEChat.from_release(args.release_dir)
-    prompt = (POT_PROMPT if args.pot else SHORT_ANSWER_PROMPT) + args.question
+    prompt = PROMPTS['pot' if args.pot else 'short'] + args.question
     reply = chat.answer([args.image], [prompt], args.max_new_tokens)[0]
     print(f'question: {args.question}\nanswer:   {reply}')
     if chat.last_routing is not None:

@@ -3,10 +3,10 @@ its sandboxed result, and which expert each image patch chose."""
 import os.path as osp
 import tempfile
 
-from .dataset.chart_synth import POT_PROMPT, SHORT_ANSWER_PROMPT
+from .dataset.chart_synth import PROMPTS
 from .evaluation.analysis import draw_expert_map
-from .evaluation.metrics import extract_program, normalise_pot_output
-from .evaluation.sandbox import run_program
+from .evaluation.chartqa import pot_answers
+from .evaluation.metrics import extract_program
 
 
 def ask(chat, image_path, question, use_pot, max_new_tokens=256):
@@ -17,13 +17,12 @@ def ask(chat, image_path, question, use_pot, max_new_tokens=256):
         return 'Please upload a chart image first.', '', '', None
     if not question or not question.strip():
         return 'Please type a question.', '', '', None
-    prompt = (POT_PROMPT if use_pot else SHORT_ANSWER_PROMPT) + question
+    prompt = PROMPTS['pot' if use_pot else 'short'] + question
     reply = chat.answer([image_path], [prompt], max_new_tokens)[0]
     program, report, answer = '', '', reply
     if use_pot:
         program = extract_program(reply)
-        result = run_program(program)
-        answer = normalise_pot_output(result.stdout) if result.ok else ''
+        answer, result = pot_answers([reply], workers=1)[0]
         report = (f'ran in the sandbox: printed {result.stdout!r}'
                   if result.ok else f'failed in the sandbox: {result.error}')
     expert_map = None

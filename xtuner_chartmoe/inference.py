@@ -22,6 +22,11 @@ from .model.clip_moe import load_clip_vision
 MANIFEST = 'chartmoe.json'
 
 
+def _device(device):
+    return torch.device(device or (
+        'cuda' if torch.cuda.is_available() else 'cpu'))
+
+
 class ChartMoEChat:
     """A ChartMoE model ready to answer.
 
@@ -60,8 +65,7 @@ class ChartMoEChat:
                 'release (write one with tools/merge_chartmoe.py)')
         with open(manifest_path) as f:
             manifest = json.load(f)
-        device = torch.device(device or (
-            'cuda' if torch.cuda.is_available() else 'cpu'))
+        device = _device(device)
         dtype = dtype or (torch.float16
                           if device.type == 'cuda' else torch.float32)
         load = dict(torch_dtype=dtype, trust_remote_code=True)
@@ -89,9 +93,7 @@ class ChartMoEChat:
         cfg.model.pretrained_pth = checkpoint
         model = BUILDER.build(cfg.model)
         model.llm.config.use_cache = True
-        device = torch.device(device or (
-            'cuda' if torch.cuda.is_available() else 'cpu'))
-        model.to(device)
+        model.to(_device(device))
         return cls(llm=model.llm, tokenizer=BUILDER.build(cfg.tokenizer),
                    visual_encoder=model.visual_encoder,
                    image_processor=BUILDER.build(cfg.image_processor),

@@ -39,6 +39,7 @@ ALIGN_PROMPTS = {
 SHORT_ANSWER_PROMPT = 'Answer the question using a single word or phrase.'
 POT_PROMPT = ('Please give the program of thought in python code. Use print '
               'function to output the answer in the end.')
+PROMPTS = {'short': SHORT_ANSWER_PROMPT, 'pot': POT_PROMPT}  # by answer mode
 
 _PREAMBLE = '''import matplotlib
 matplotlib.use('Agg')

@@ -20,19 +20,11 @@ from multiprocessing import Pool
 
 from tqdm import tqdm
 
+from ..fileio import atomic_write_json
 from .chart_synth import make_quadruple, quadruple_records, render_code
 
 RECORD_FILES = {'table': 'align_table.json', 'json': 'align_json.json',
                 'code': 'align_code.json', 'chartqa': 'sft_chartqa.json'}
-
-
-def atomic_write_json(path, obj):
-    """Write ``obj`` as JSON to ``path`` via a temporary file + rename."""
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'w') as f:
-        json.dump(obj, f, ensure_ascii=False, indent=1)
-    os.replace(tmp, path)
 
 
 def _chart_paths(out_dir, index):

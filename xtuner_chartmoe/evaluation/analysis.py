@@ -1,5 +1,4 @@
 """Expert-routing analysis of a ChartMoE model (paper figures)."""
-import json
 import os
 import os.path as osp
 
@@ -12,6 +11,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from PIL import Image  # noqa: E402
 from xtuner.dataset.utils import expand2square  # noqa: E402
 
+from ..fileio import atomic_write_json  # noqa: E402
 from .routing import RoutingStats  # noqa: E402
 
 EXPERT_COLOURS = ('#7f7f7f', '#1f77b4', '#2ca02c', '#d62728', '#9467bd',
@@ -85,7 +85,6 @@ def analyse(chat, image_paths, out_dir, num_maps=4, batch_size=8):
                 draw_expert_map(path, chosen, config.expert_names, maps[-1])
     result = stats.result()
     result['per_image_top1_counts'] = per_image
-    with open(osp.join(out_dir, 'routing_stats.json'), 'w') as f:
-        json.dump(result, f, indent=1)
+    atomic_write_json(osp.join(out_dir, 'routing_stats.json'), result)
     plot_distribution(result, osp.join(out_dir, 'expert_distribution.png'))
     return result, maps

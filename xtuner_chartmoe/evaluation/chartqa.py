@@ -6,12 +6,11 @@ import os.path as osp
 
 from tqdm import tqdm
 
-from ..dataset.chart_synth import POT_PROMPT, SHORT_ANSWER_PROMPT
+from ..dataset.chart_synth import PROMPTS
+from ..fileio import atomic_write_json, atomic_write_text
 from .metrics import (TOLERANCES, accuracy_table, extract_program,
                       format_table, normalise_pot_output, relaxed_correct)
 from .sandbox import run_programs
-
-PROMPTS = {'short': SHORT_ANSWER_PROMPT, 'pot': POT_PROMPT}
 
 
 def load_split(path):
@@ -64,15 +63,23 @@ def generate_replies(chat, entries, image_folder, mode, cache_file,
     return [cached[i] for i in range(len(entries))]
 
 
+def pot_answers(replies, workers=4):
+    """Run the program of each PoT reply in the sandbox. Returns
+    ``[(answer, ProgramResult)]``; a failing program gives an empty (so
+    wrong) answer."""
+    results = run_programs([extract_program(r) for r in replies],
+                           workers=workers)
+    return [(normalise_pot_output(r.stdout) if r.ok else '', r)
+            for r in results]
+
+
 def score(entries, replies, mode, pot_workers=4):
-    """Per-entry answers and correctness at each tolerance. PoT replies are
-    run in the sandbox; a failing program gives an empty (wrong) answer."""
+    """Per-entry answers and correctness at each tolerance (PoT replies via
+    :func:`pot_answers`)."""
     if mode == 'pot':
-        results = run_programs([extract_program(r) for r in replies],
-                               workers=pot_workers)
-        answers = [normalise_pot_output(r.stdout) if r.ok else ''
-                   for r in results]
-        errors = [r.error for r in results]
+        ran = pot_answers(replies, pot_workers)
+        answers = [answer for answer, _ in ran]
+        errors = [result.error for _, result in ran]
     else:
         answers, errors = [r.strip() for r in replies], [''] * len(replies)
     rows = []
@@ -83,13 +90,6 @@ def score(entries, replies, mode, pot_workers=4):
                                                          entry['label'], t)
                                  for t in TOLERANCES}})
     return rows
-
-
-def atomic_write(path, text):
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'w') as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def evaluate(chat, split_files, image_folder, out_dir, modes=('short', 'pot'),
@@ -108,7 +108,8 @@ def evaluate(chat, split_files, image_folder, out_dir, modes=('short', 'pot'),
                 osp.join(out_dir, 'predictions', f'{split}_{mode}.jsonl'),
                 batch_size, max_new_tokens)
             rows = score(entries, replies, mode, pot_workers)
-            atomic_write(osp.join(out_dir, f'answers_{split}_{mode}.jsonl'),
+            atomic_write_text(
+                osp.join(out_dir, f'answers_{split}_{mode}.jsonl'),
                          ''.join(json.dumps(r) + '\n' for r in rows))
             correct[split.capitalize()] = {
                 t: [r['correct'][str(t)] for r in rows] for t in TOLERANCES}
@@ -116,9 +117,9 @@ def evaluate(chat, split_files, image_folder, out_dir, modes=('short', 'pot'),
     text = '\n\n'.join(
         format_table(table, f'ChartQA relaxed accuracy ({mode}, %)')
         for mode, table in results.items())
-    atomic_write(osp.join(out_dir, 'results.json'), json.dumps(
-        {mode: {split: {str(t): v for t, v in row.items()}
-                for split, row in table.items()}
-         for mode, table in results.items()}, indent=1))
-    atomic_write(osp.join(out_dir, 'results.txt'), text + '\n')
+    atomic_write_json(osp.join(out_dir, 'results.json'), {
+        mode: {split: {str(t): v for t, v in row.items()}
+               for split, row in table.items()}
+        for mode, table in results.items()})
+    atomic_write_text(osp.join(out_dir, 'results.txt'), text + '\n')
     return results, text

@@ -76,9 +76,9 @@ def load_clip_vision(path, torch_dtype=None):
     moe = getattr(config, CONFIG_KEY, None)
     if not moe:
         return CLIPVisionModel.from_pretrained(path, torch_dtype=torch_dtype)
-    clip = CLIPVisionModel(config)
-    upcycle_clip_mlps(clip, **moe)
     if not osp.isdir(path):
         raise ValueError(f'{path}: an upcycled CLIP must be a local folder')
+    clip = CLIPVisionModel(config)
+    upcycle_clip_mlps(clip, **moe)
     clip.load_state_dict(load_hf_folder_state(path))
     return clip.to(torch_dtype) if torch_dtype else clip
