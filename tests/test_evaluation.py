@@ -1,18 +1,16 @@
-"""ChartQA metric, the PoT sandbox against hostile programs, the evaluator's
-cache/resume and table, and routing statistics."""
+"""ChartQA metric, PoT answer extraction, the evaluator's cache/resume and
+table, and routing statistics (the sandbox itself: test_sandbox.py)."""
 import json
 import math
-import os
 
 import pytest
 import torch
 
-from xtuner_chartmoe.evaluation.chartqa import evaluate, score
+from xtuner_chartmoe.evaluation.chartqa import evaluate
 from xtuner_chartmoe.evaluation.metrics import (extract_program,
                                                 normalise_pot_output,
                                                 relaxed_correct, to_number)
 from xtuner_chartmoe.evaluation.routing import RoutingStats
-from xtuner_chartmoe.evaluation.sandbox import run_program, run_programs
 
 
 @pytest.mark.parametrize('prediction,label,tol,expected', [
@@ -54,78 +52,6 @@ def test_program_extraction_and_output_normalisation():
     assert normalise_pot_output('debug\nTrue\n') == 'Yes'
     assert normalise_pot_output('False') == 'No'
     assert normalise_pot_output('') == ''
-
-
-GOOD = {
-    'print(round(sum([1.5, 2.25]) / 2, 2))': '1.88',
-    'import math, statistics\nprint(statistics.median([3, 1, 2]))': '2',
-    'open("scratch.txt", "w").write("ok")\nprint(open("scratch.txt").read())':
-        'ok',
-}
-HOSTILE = {
-    'infinite loop': ('while True:\n    pass', 'timed out'),
-    'fork': ('import os\nos.fork()', 'os.fork is not allowed'),
-    'fork bomb via multiprocessing': (
-        'import multiprocessing', 'import of multiprocessing'),
-    '10 GB allocation': ('x = bytearray(10 * 1024 ** 3)', 'MemoryError'),
-    'socket': ('import socket\nsocket.create_connection(("1.1.1.1", 80))',
-               'import of socket'),
-    'socket via _socket': ('import _socket', 'import of _socket'),
-    'read outside': ('print(open("/etc/hostname").read())',
-                     'outside the sandbox'),
-    'write outside': ('open("/tmp/pot_escape.txt", "w").write("x")',
-                      'outside the sandbox'),
-    'write via os.open': (
-        'import os\nos.open("/tmp/pot_escape2.txt", os.O_WRONLY | '
-        'os.O_CREAT)', 'outside the sandbox'),
-    'list root': ('import os\nprint(os.listdir("/"))', 'outside the sandbox'),
-    'os.system': ('import os\nos.system("touch /tmp/pot_escape3")',
-                  'os.system is not allowed'),
-    'subprocess': ('import subprocess\nsubprocess.run(["ls"])',
-                   'import of subprocess'),
-    'posix_spawn': ('import os\nos.posix_spawn("/bin/ls", ["ls"], {})',
-                    'os.posix_spawn is not allowed'),
-    'ctypes': ('import ctypes', 'import of ctypes'),
-    'remove a file': ('import os\nos.remove("/work/nothing")',
-                      'outside the sandbox'),
-    'kill the parent': ('import os\nos.kill(os.getppid(), 9)',
-                        'os.kill is not allowed'),
-    'output flood': ('while True:\n    print("x" * 1000)', 'output larger'),
-    'exit code': ('raise SystemExit(3)', 'exit code 3'),
-}
-
-
-@pytest.mark.parametrize('code,expected', list(GOOD.items()))
-def test_sandbox_runs_ordinary_programs(code, expected):
-    result = run_program(code)
-    assert result.ok, result.error
-    assert result.stdout == expected
-
-
-@pytest.mark.parametrize('name', list(HOSTILE))
-def test_sandbox_stops_hostile_programs(name):
-    code, expected_error = HOSTILE[name]
-    result = run_program(code, timeout=3)
-    assert not result.ok
-    assert expected_error in result.error, result.error
-    for leftover in ('/tmp/pot_escape.txt', '/tmp/pot_escape2.txt',
-                     '/tmp/pot_escape3'):
-        assert not os.path.exists(leftover)
-
-
-def test_hostile_programs_are_scored_wrong_and_evaluation_goes_on():
-    entries = [{'query': 'q', 'label': '3'}] * 4
-    replies = ['```python\nprint(1 + 2)\n```', 'while True: pass',
-               'import os\nos.fork()', 'print(True)']
-    rows = score(entries, replies, 'pot', pot_workers=4)
-    assert [r['answer'] for r in rows] == ['3', '', '', 'Yes']
-    assert [r['correct']['0.05'] for r in rows] == [True, False, False, False]
-    assert 'timed out' in rows[1]['error']
-
-
-def test_run_programs_keeps_order():
-    results = run_programs([f'print({i})' for i in range(6)], workers=3)
-    assert [r.stdout for r in results] == [str(i) for i in range(6)]
 
 
 class ScriptedChat:

@@ -9,7 +9,9 @@ Splits are ``<data-root>/test_<split>.json`` (default: human, augmented;
 any other split name in that format works). Predictions are cached in
 ``<out>/predictions``: a re-run (after an interruption) only generates what
 is missing. PoT programs run in the sandbox (separate process, time and
-memory limits, no network, no writes outside a temp dir). Writes
+memory limits, no network, no view of the data; see
+``xtuner_chartmoe/evaluation/sandbox.py``); without bubblewrap a PoT
+evaluation stops at once with one line saying how to install it. Writes
 ``results.txt`` / ``results.json`` (rows Human / Augmented / Averaged,
 columns @0.05 / @0.1 / @0.2) and per-question ``answers_*.jsonl``.
 """
@@ -18,6 +20,7 @@ import os.path as osp
 import sys
 
 from xtuner_chartmoe.evaluation.chartqa import evaluate
+from xtuner_chartmoe.evaluation.sandbox import SandboxUnavailable, require
 from xtuner_chartmoe.inference import ChartMoEChat
 
 
@@ -48,6 +51,11 @@ def main():
     args = parse_args()
     if args.config and not args.checkpoint:
         sys.exit('error: --config needs --checkpoint')
+    if 'pot' in args.modes:
+        try:
+            require()
+        except SandboxUnavailable as err:
+            sys.exit(f'error: {err}')
     split_files = {s: osp.join(args.data_root, f'test_{s}.json')
                    for s in args.splits}
     for path in split_files.values():

@@ -18,6 +18,16 @@ if ! .venv/bin/python -c "import xtuner, torch, torchvision, gradio" 2>/dev/null
   .venv/bin/pip install -q "gradio>=5,<6" "huggingface_hub==0.36.2"
 fi
 .venv/bin/pip install -q --no-deps -e .
+# The PoT sandbox (xtuner_chartmoe/evaluation/sandbox.py) runs programs
+# under bubblewrap; without it PoT evaluation stops (fails closed).
+if ! command -v bwrap >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
+  else
+    echo "note: install bubblewrap (apt-get install bubblewrap) for PoT" >&2
+  fi
+fi
 # Start-up hook: torchvision beside CPU torch, torchrun and --resume on CPU.
 .venv/bin/python -m xtuner_chartmoe.compat
 if [ "${1:-}" = "--test" ]; then

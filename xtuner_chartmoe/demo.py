@@ -7,12 +7,15 @@ from .dataset.chart_synth import PROMPTS
 from .evaluation.analysis import draw_expert_map
 from .evaluation.chartqa import pot_answers
 from .evaluation.metrics import extract_program
+from .evaluation.sandbox import SandboxUnavailable
 
 
 def ask(chat, image_path, question, use_pot, max_new_tokens=256):
     """One demo turn. Returns ``(answer, program, sandbox_report,
     expert_map_png or None)``; with ``use_pot`` the model writes a program,
-    which runs in the sandbox, and its printed output is the answer."""
+    which runs in the sandbox, and its printed output is the answer (where
+    the sandbox cannot be set up the program is not run and the report says
+    why)."""
     if not image_path:
         return 'Please upload a chart image first.', '', '', None
     if not question or not question.strip():
@@ -22,9 +25,14 @@ def ask(chat, image_path, question, use_pot, max_new_tokens=256):
     program, report, answer = '', '', reply
     if use_pot:
         program = extract_program(reply)
-        answer, result = pot_answers([reply], workers=1)[0]
-        report = (f'ran in the sandbox: printed {result.stdout!r}'
-                  if result.ok else f'failed in the sandbox: {result.error}')
+        try:
+            answer, result = pot_answers([reply], workers=1)[0]
+            report = (f'ran in the sandbox: printed {result.stdout!r}'
+                      if result.ok else
+                      f'failed in the sandbox: {result.error}')
+        except SandboxUnavailable as err:  # never run it unconfined
+            answer, report = '', f'not run: {err}'
+
     expert_map = None
     if chat.last_routing is not None:
         expert_map = osp.join(tempfile.mkdtemp(prefix='chartmoe_demo_'),

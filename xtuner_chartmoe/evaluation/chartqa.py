@@ -10,7 +10,7 @@ from ..dataset.chart_synth import PROMPTS
 from ..fileio import atomic_write_json, atomic_write_text
 from .metrics import (TOLERANCES, accuracy_table, extract_program,
                       format_table, normalise_pot_output, relaxed_correct)
-from .sandbox import run_programs
+from .sandbox import require, run_programs
 
 
 def load_split(path):
@@ -96,7 +96,11 @@ def evaluate(chat, split_files, image_folder, out_dir, modes=('short', 'pot'),
              batch_size=8, max_new_tokens=500, pot_workers=4):
     """Evaluate ``chat`` on ``{split_name: file}``; writes
     ``out_dir/results.{json,txt}``, ``answers_<split>_<mode>.jsonl`` and the
-    prediction caches under ``out_dir/predictions``. Returns the results."""
+    prediction caches under ``out_dir/predictions``. Returns the results.
+    With ``'pot'`` in ``modes`` the PoT sandbox is checked first
+    (:class:`~.sandbox.SandboxUnavailable` before any generation)."""
+    if 'pot' in modes:  # fail before generating, not after
+        require()
     os.makedirs(out_dir, exist_ok=True)
     results = {}
     for mode in modes:
