@@ -77,11 +77,28 @@ def test_router_matches_formula(name, k):
     torch.testing.assert_close(out.weights.sum(-1), torch.ones(32))
 
 
-def test_cosine_router_keeps_expert_embeddings_at_norm_1_5():
-    router = build_router('cosine', D, E)
+@pytest.mark.parametrize('name', sorted(ROUTERS))
+@pytest.mark.parametrize('training', [True, False])
+def test_forward_never_changes_router_parameters(name, training):
+    router = build_router(name, D, E).train(training)
+    before = {k: v.clone() for k, v in router.state_dict().items()}
     router(torch.randn(4, D), 2)
-    norms = router.expert_embeddings.norm(dim=-1)
-    torch.testing.assert_close(norms, torch.full((E, ), 1.5))
+    for key, value in router.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_cosine_scores_use_embeddings_at_norm_1_5_without_gradient():
+    """The rescaling to norm 1.5 is in the forward, not in the parameter,
+    and carries no gradient: the gradient is the one of the rescaled
+    embedding times the (constant) scale."""
+    router = build_router('cosine', D, E)
+    h = torch.randn(6, router.proj.out_features)
+    router.similarity(h).sum().backward()
+    m = router.expert_embeddings.detach()
+    scale = 1.5 / m.norm(dim=-1, keepdim=True)
+    unit_h = h / h.norm(dim=-1, keepdim=True)
+    torch.testing.assert_close(router.expert_embeddings.grad,
+                               unit_h.sum(0).expand_as(m) * scale)
 
 
 def test_hyper_router_hypernet_is_frozen_and_embedding_trains():

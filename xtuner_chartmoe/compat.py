@@ -1,48 +1,91 @@
-"""Start-up fixes that let XTuner 0.2.0 run on a CPU-only machine.
+"""Compatibility fixes for the verified stack (XTuner 0.2.0, mmengine 0.10.6,
+transformers 4.48, torch 2.13), all in this one file.
+
+Each fix names the module it mends and the condition under which it acts;
+where the condition does not hold it leaves the module untouched. When it
+acts it logs one line (``xtuner-chartmoe compat: ...``, logger
+``xtuner_chartmoe.compat``, shown on stderr).
+
+=================================  =============================  =========
+fix                                acts when                      module
+=================================  =============================  =========
+``torchvision_ops``                torchvision's C library        torchvision
+                                   cannot load beside this torch
+                                   (PyPI torchvision + CPU torch)
+``no_accelerator``                 no CUDA/NPU device: XTuner's   xtuner.utils.device
+                                   ``get_torch_device()`` returns
+                                   ``torch.cpu``, which says it is
+                                   available and has no
+                                   ``is_bf16_supported``
+``cpu_torchrun``                   ``--launcher pytorch`` without  mmengine.dist.utils
+                                   CUDA (mmengine calls
+                                   ``torch.cuda.set_device``)
+``deepspeed_single_process``       DeepSpeed started without a    deepspeed.comm.comm
+                                   launcher (no ``RANK`` /
+                                   ``WORLD_SIZE``): it would look
+                                   for MPI
+``resume_weights_only``            torch >= 2.6 (``weights_only``  mmengine.runner.checkpoint,
+                                   refuses mmengine's own          xtuner.tools.utils
+                                   training state)
+``internlm2_generation``           a remote-code                  transformers.dynamic_module_utils
+                                   ``InternLM2ForCausalLM`` whose
+                                   ``prepare_inputs_for_generation``
+                                   drops ``inputs_embeds`` when
+                                   ``generate`` passes an empty
+                                   cache (transformers >= 4.42)
+=================================  =============================  =========
 
 ``python -m xtuner_chartmoe.compat`` writes a ``.pth`` start-up file into
-site-packages (``tools/setup_env.sh`` runs it) so that ``install()`` runs in
-every interpreter of the environment, before XTuner or mmengine load. It only
-adds import hooks (no heavy import at start-up); each fix acts when its
-module is first imported, and the mmengine ones only when CUDA is absent.
-
-1. torchvision: PyPI's wheel ships a C library linked against CUDA torch.
-   Beside the CPU torch wheel it cannot load, and ``import torchvision`` dies
-   with ``operator torchvision::nms does not exist`` while registering fake
-   kernels; XTuner imports ``torchvision.transforms`` from ``xtuner.dataset``.
-   Right before torchvision is imported we try to load its C library and,
-   only if that fails, declare the two operator schemas it registers fake
-   kernels for. The pure-Python parts work; the C ops stay unavailable.
-2. mmengine 0.10.6 ``--launcher pytorch`` (torchrun) on CPU: its
-   ``_init_dist_pytorch`` calls ``torch.cuda.set_device`` unconditionally and
-   its runner wraps the model in DDP with ``device_ids=[LOCAL_RANK]``, which
-   DDP refuses for a CPU module. Without CUDA the first becomes a no-op, the
-   second passes ``device_ids=None`` (gloo backend from the config), and at
-   exit every rank waits for the others and destroys the process group.
-3. ``xtuner train --resume`` with torch >= 2.6: XTuner's
-   ``get_seed_from_checkpoint`` and mmengine's local checkpoint loader call
-   ``torch.load`` with the new ``weights_only=True`` default, which refuses
-   the training state mmengine itself wrote (message hub, numpy arrays).
-   These two loaders, and only they, read the run's own checkpoints with
-   ``weights_only=False``, as they did before torch 2.6.
+site-packages (``tools/setup_env.sh`` runs it) whose only work at start-up
+is :func:`install`: it registers an import hook per fix, which stays idle
+until its module is imported (a module already imported is mended at
+once). The start-up file does nothing in ``python -S`` / ``-I`` runs (the
+PoT sandbox's interpreter) and nothing in processes that never import
+these modules. The plugin's own code paths also call
+:func:`fix_internlm2_generation` themselves, so they work without the
+start-up file.
 """
 import atexit
+import datetime
 import functools
 import importlib.abc
 import importlib.util
+import logging
 import os
 import sys
 import sysconfig
 
 PTH_NAME = 'xtuner_chartmoe_compat.pth'
-_OP_SCHEMAS = (
+LOGGER = logging.getLogger('xtuner_chartmoe.compat')
+_TORCHVISION_SCHEMAS = (
     'nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor',
     'qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor',
 )
-_LIBRARY = []  # keeps the torch.library.Library alive (it unregisters on GC)
+_KEEP = []  # objects that must stay alive (a torch.library.Library)
+_APPLIED = set()
+GLOO_TEARDOWN_TIMEOUT = datetime.timedelta(seconds=60)
 
 
-def _declare_missing_torchvision_ops(spec):
+def _log(message):
+    if not LOGGER.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter('%(message)s'))
+        LOGGER.addHandler(handler)
+        LOGGER.propagate = False
+    LOGGER.warning('xtuner-chartmoe compat: %s', message)
+
+
+def _torch_version():
+    import torch
+    return tuple(int(p) for p in torch.__version__.split('+')[0].split('.')[:2])
+
+
+# -- torchvision_ops ---------------------------------------------------------
+def torchvision_ops(spec):
+    """Before torchvision is imported: if its C library does not load, declare
+    the two operator schemas it registers fake kernels for, so that its
+    pure-Python parts (``torchvision.transforms``, used by
+    ``xtuner.dataset``) import. The C ops stay unavailable."""
     import glob
 
     import torch
@@ -50,93 +93,252 @@ def _declare_missing_torchvision_ops(spec):
     for lib_path in glob.glob(os.path.join(package_dir, '_C*.so')):
         try:
             torch.ops.load_library(lib_path)
-            return
+            return False
         except (OSError, RuntimeError):
             pass
     library = torch.library.Library('torchvision', 'DEF')
-    for schema in _OP_SCHEMAS:
+    for schema in _TORCHVISION_SCHEMAS:
         library.define(schema)
-    _LIBRARY.append(library)
+    _KEEP.append(library)
+    _log('torchvision C library does not load beside this torch; declared '
+         'the nms/qnms schemas so its Python parts import (C ops off)')
+    return True
 
 
-def _cpu_safe_init_dist(module):
-    original = module._init_dist_pytorch
+# -- no_accelerator ----------------------------------------------------------
+class NoAccelerator:
+    """What XTuner's ``get_torch_device()`` should be on a CPU-only machine:
+    no accelerator (so DeepSpeed's ``"auto"`` fp16/bf16 resolve to off and
+    no bf16 capability is asked of ``torch.cpu``); everything else is
+    ``torch.cpu``'s."""
 
-    @functools.wraps(original)
-    def init_dist_pytorch(*args, **kwargs):
+    @staticmethod
+    def is_available():
+        return False
+
+    @staticmethod
+    def is_bf16_supported():
+        return False
+
+    @staticmethod
+    def device_count():
+        return 0
+
+    def __getattr__(self, name):
         import torch
-        if torch.cuda.is_available():
-            return original(*args, **kwargs)
-        set_device, torch.cuda.set_device = torch.cuda.set_device, (
-            lambda device: None)
-        try:
-            result = original(*args, **kwargs)
-        finally:
-            torch.cuda.set_device = set_device
-        atexit.register(_close_process_group)
-        return result
+        return getattr(torch.cpu, name)
+
+
+def no_accelerator(module):
+    if module.get_device_name() != 'cpu':
+        return False
+    original = module.get_torch_device
+    module.get_torch_device = functools.wraps(original)(
+        lambda: NoAccelerator())
+    _log('no CUDA/NPU: XTuner device checks answer "no accelerator" '
+         '(DeepSpeed fp16/bf16 "auto" -> off)')
+    return True
+
+
+# -- cpu_torchrun -------------------------------------------------------------
+def cpu_torchrun(module):
+    """mmengine's ``_init_dist_pytorch`` without its
+    ``torch.cuda.set_device`` when there is no CUDA; at exit every rank
+    waits (with a timeout, so a dead rank cannot hang the others) and the
+    process group is destroyed, which XTuner never does (without it a rank
+    that exits first aborts in gloo's teardown)."""
+    import torch
+    if torch.cuda.is_available():
+        return False
+
+    def init_dist_pytorch(backend, init_backend='torch', **kwargs):
+        import torch.distributed as dist
+        if init_backend == 'deepspeed':
+            import deepspeed
+            deepspeed.init_distributed(dist_backend=backend, **kwargs)
+        elif init_backend == 'torch':
+            dist.init_process_group(backend=backend, **kwargs)
+        else:
+            raise ValueError(f'init_backend {init_backend!r} is not '
+                             'supported without CUDA')
+        atexit.register(close_process_group)
 
     module._init_dist_pytorch = init_dist_pytorch
+    _log('torchrun without CUDA: mmengine starts the process group '
+         'without torch.cuda.set_device')
+    return True
 
 
-def _close_process_group():
-    """Wait for every rank, then destroy the gloo process group. XTuner's
-    train script never does; a rank that exits first (while rank 0 still
-    saves its checkpoint) then aborts in gloo's thread teardown
-    ("terminate called without an active exception")."""
+def close_process_group():
     import torch.distributed as dist
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    if not dist.is_initialized():
+        return
+    try:
+        if dist.get_backend() == 'gloo':
+            dist.monitored_barrier(timeout=GLOO_TEARDOWN_TIMEOUT)
+        else:
+            dist.barrier()
+    except RuntimeError as err:  # a rank died: tear down anyway
+        _log(f'a rank did not reach the exit barrier ({err})')
+    dist.destroy_process_group()
 
 
-def _cpu_safe_ddp(module):
-    cls = module.MMDistributedDataParallel
-    original = cls.__init__
+# -- deepspeed_single_process -----------------------------------------------
+def _free_port():
+    import socket
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def deepspeed_single_process(module):
+    """``xtuner train CFG --deepspeed ...`` in one process (no torchrun):
+    DeepSpeed finds no ``RANK`` / ``WORLD_SIZE`` and tries MPI discovery
+    (``mpi4py``). Give it the environment of a one-process launch instead,
+    as its own launcher would."""
+    original = module.init_distributed
 
     @functools.wraps(original)
-    def __init__(self, module, detect_anomalous_params=False, **kwargs):
-        import torch
-        if not torch.cuda.is_available():
-            kwargs['device_ids'] = None
-        original(self, module, detect_anomalous_params, **kwargs)
+    def init_distributed(*args, **kwargs):
+        if 'RANK' not in os.environ and 'WORLD_SIZE' not in os.environ:
+            single = dict(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1',
+                          MASTER_ADDR='127.0.0.1',
+                          MASTER_PORT=str(_free_port()))
+            for name, value in single.items():
+                os.environ.setdefault(name, value)
+            _log('DeepSpeed without a launcher: one process (RANK=0, '
+                 'WORLD_SIZE=1) instead of MPI discovery')
+        return original(*args, **kwargs)
 
-    cls.__init__ = __init__
-
-
-def _trusting_own_checkpoints(loader):
-    """``loader`` with ``torch.load`` defaulting to ``weights_only=False``
-    while it runs (it only reads checkpoints the training run wrote)."""
-
-    @functools.wraps(loader)
-    def load(*args, **kwargs):
-        import torch
-        torch_load = torch.load
-        torch.load = functools.partial(torch_load, weights_only=False)
-        try:
-            return loader(*args, **kwargs)
-        finally:
-            torch.load = torch_load
-
-    return load
+    module.init_distributed = init_distributed
+    return False  # acting is logged when it acts
 
 
-def _resume_loader(module):
+# -- resume_weights_only -----------------------------------------------------
+def _load_own_checkpoint(filename, map_location=None):
+    """``torch.load`` of a checkpoint this training run wrote (mmengine
+    stores its message hub and numpy state in it)."""
+    import torch
+    return torch.load(filename, map_location=map_location, weights_only=False)
+
+
+def resume_loader(module):
+    """mmengine's local checkpoint loader with ``weights_only=False`` for the
+    run's own checkpoints (``--resume``, ``load_from``), as before torch
+    2.6."""
+    if _torch_version() < (2, 6):
+        return False
+
+    def load_from_local(filename, map_location):
+        filename = os.path.expanduser(filename)
+        if not os.path.isfile(filename):
+            raise FileNotFoundError(f'{filename} can not be found.')
+        return _load_own_checkpoint(filename, map_location)
+
     module.CheckpointLoader.register_scheme(prefixes='', force=True)(
-        _trusting_own_checkpoints(module.load_from_local))
+        load_from_local)
+    _log('torch >= 2.6: mmengine loads its own local checkpoints with '
+         'weights_only=False (resume)')
+    return True
 
 
-def _resume_seed(module):
-    module.get_seed_from_checkpoint = _trusting_own_checkpoints(
-        module.get_seed_from_checkpoint)
+def resume_seed(module):
+    """XTuner's ``get_seed_from_checkpoint`` (``--resume``) likewise."""
+    if _torch_version() < (2, 6):
+        return False
+    original = module.get_seed_from_checkpoint
+
+    @functools.wraps(original)
+    def get_seed_from_checkpoint(pth_model):
+        if os.path.isdir(pth_model):  # a DeepSpeed checkpoint folder
+            from deepspeed.utils.zero_to_fp32 import get_model_state_files
+            pth_model = get_model_state_files(pth_model)[0]
+        elif not os.path.isfile(pth_model):
+            raise FileNotFoundError(f'Cannot find {pth_model}')
+        return _load_own_checkpoint(pth_model, 'cpu')['meta']['seed']
+
+    module.get_seed_from_checkpoint = get_seed_from_checkpoint
+    _log('torch >= 2.6: XTuner reads the resume seed with weights_only=False')
+    return True
+
+
+# -- internlm2_generation -----------------------------------------------------
+def _is_empty_cache(past_key_values):
+    if past_key_values is None:
+        return True
+    get_seq_length = getattr(past_key_values, 'get_seq_length', None)
+    return get_seq_length is not None and get_seq_length() == 0
+
+
+def fix_internlm2_generation(model_class):
+    """Let ``generate(inputs_embeds=...)`` work with InternLM2's remote code
+    under transformers >= 4.42, whose ``generate`` passes an empty cache
+    where the remote code expects ``None``: the code then keeps the empty
+    ``input_ids`` and drops the embeddings ("size of tensor a (0) must match
+    the size of tensor b"). On the first step (empty cache) the embeddings
+    are fed. Acts on classes named ``InternLM2ForCausalLM`` that define
+    their own ``prepare_inputs_for_generation``; idempotent. Returns whether
+    the class was changed."""
+    import transformers
+    version = tuple(int(p) for p in transformers.__version__.split('.')[:2])
+    original = model_class.__dict__.get('prepare_inputs_for_generation')
+    if (model_class.__name__ != 'InternLM2ForCausalLM' or original is None
+            or getattr(original, '_chartmoe_fixed', False)
+            or version < (4, 42)):
+        return False
+
+    @functools.wraps(original)
+    def prepare_inputs_for_generation(self, input_ids, past_key_values=None,
+                                      attention_mask=None, inputs_embeds=None,
+                                      **kwargs):
+        inputs = original(self, input_ids, past_key_values=past_key_values,
+                          attention_mask=attention_mask,
+                          inputs_embeds=inputs_embeds, **kwargs)
+        if inputs_embeds is not None and _is_empty_cache(past_key_values):
+            inputs.pop('input_ids', None)
+            inputs['inputs_embeds'] = inputs_embeds
+        return inputs
+
+    prepare_inputs_for_generation._chartmoe_fixed = True
+    model_class.prepare_inputs_for_generation = prepare_inputs_for_generation
+    _log(f'{model_class.__module__}.InternLM2ForCausalLM: generate() from '
+         'inputs_embeds with an empty cache feeds the embeddings')
+    return True
+
+
+def internlm2_generation(module):
+    """Apply :func:`fix_internlm2_generation` to every class transformers
+    loads from remote code (``trust_remote_code=True``)."""
+    original = module.get_class_in_module
+
+    @functools.wraps(original)
+    def get_class_in_module(*args, **kwargs):
+        cls = original(*args, **kwargs)
+        fix_internlm2_generation(cls)
+        return cls
+
+    module.get_class_in_module = get_class_in_module
+    return False  # acting is logged per class, when one is fixed
+
+
+FIXES = (
+    ('torchvision', 'before', torchvision_ops),
+    ('xtuner.utils.device', 'after', no_accelerator),
+    ('mmengine.dist.utils', 'after', cpu_torchrun),
+    ('deepspeed.comm.comm', 'after', deepspeed_single_process),
+    ('mmengine.runner.checkpoint', 'after', resume_loader),
+    ('xtuner.tools.utils', 'after', resume_seed),
+    ('transformers.dynamic_module_utils', 'after', internlm2_generation),
+)
 
 
 class _ImportHook(importlib.abc.MetaPathFinder):
-    """Runs ``before(spec)`` / ``after(module)`` around the first import of
-    ``name``, then steps aside."""
+    """Runs ``fix`` right before (``when='before'``, given the spec) or right
+    after (``'after'``, given the module) the first import of ``name``, then
+    steps aside."""
 
-    def __init__(self, name, before=None, after=None):
-        self.name, self.before, self.after = name, before, after
+    def __init__(self, name, when, fix):
+        self.name, self.when, self.fix = name, when, fix
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname != self.name:
@@ -145,34 +347,38 @@ class _ImportHook(importlib.abc.MetaPathFinder):
         spec = importlib.util.find_spec(fullname)
         if spec is None:
             return None
-        if self.before:
-            self.before(spec)
-        if self.after:
-            exec_module = spec.loader.exec_module
+        if self.when == 'before':
+            _apply(self.fix, spec)
+            return spec
+        exec_module = spec.loader.exec_module
 
-            def exec_then_patch(module):
-                exec_module(module)
-                self.after(module)
+        def exec_then_fix(module):
+            exec_module(module)
+            _apply(self.fix, module)
 
-            spec.loader.exec_module = exec_then_patch
+        spec.loader.exec_module = exec_then_fix
         return spec
 
 
-HOOKS = (
-    ('torchvision', dict(before=_declare_missing_torchvision_ops)),
-    ('mmengine.dist.utils', dict(after=_cpu_safe_init_dist)),
-    ('mmengine.model.wrappers.distributed', dict(after=_cpu_safe_ddp)),
-    ('mmengine.runner.checkpoint', dict(after=_resume_loader)),
-    ('xtuner.tools.utils', dict(after=_resume_seed)),
-)
+def _apply(fix, target):
+    if fix.__name__ not in _APPLIED:
+        _APPLIED.add(fix.__name__)
+        fix(target)
 
 
 def install():
-    """Register the import hooks (for modules not imported yet)."""
-    active = {h.name for h in sys.meta_path if isinstance(h, _ImportHook)}
-    for name, callbacks in HOOKS:
-        if name not in sys.modules and name not in active:
-            sys.meta_path.insert(0, _ImportHook(name, **callbacks))
+    """Register the fixes: an import hook for each module not imported yet;
+    a module already imported is mended now (an ``after`` fix) or, for a
+    ``before`` fix, left as it is (too late to help)."""
+    pending = {h.name for h in sys.meta_path if isinstance(h, _ImportHook)}
+    for name, when, fix in FIXES:
+        if name in pending or fix.__name__ in _APPLIED:
+            continue
+        if name in sys.modules:
+            if when == 'after':
+                _apply(fix, sys.modules[name])
+            continue
+        sys.meta_path.insert(0, _ImportHook(name, when, fix))
 
 
 def write_pth_file():

@@ -48,7 +48,8 @@ class TopKScheduleHook(Hook):
         model = _unwrap(runner)
         k = self.start_k if runner.iter < self.switch_ratio * \
             runner.max_iters else self.end_k
-        if hasattr(model.projector, 'set_top_k'):
-            model.projector.set_top_k(k)
-        for layer in clip_moe_layers(model.visual_encoder):
-            layer.num_selected.fill_(k)
+        moe_layers = clip_moe_layers(model.visual_encoder)
+        if getattr(model, 'is_moe', False):
+            moe_layers.append(model.projector)
+        for layer in moe_layers:
+            layer.set_top_k(k)

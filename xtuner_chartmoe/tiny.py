@@ -25,8 +25,9 @@ TINY_SIZES = dict(
     image_size=112, patch_size=14)
 
 
-def _texts(data_dir):
-    """Every text the tiny LLM will see, plus the chat template's words."""
+def tokenizer_texts(data_dir):
+    """Every text the LLM will see in ``data_dir``'s records, plus the
+    prompts and the chat template's words."""
     yield from ALIGN_PROMPTS.values()
     yield SHORT_ANSWER_PROMPT
     yield POT_PROMPT
@@ -42,18 +43,25 @@ def _texts(data_dir):
                         yield turn['value'].replace('<ImageHere>', '')
 
 
-def train_tokenizer(data_dir, save_dir, vocab_size):
-    """Train a byte-level BPE on the data; save a PreTrainedTokenizerFast."""
+def train_bpe(texts, special_tokens, vocab_size):
+    """A byte-level BPE ``tokenizers.Tokenizer`` trained on ``texts``;
+    ``special_tokens`` take the first ids, in order."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-    tok = Tokenizer(models.BPE(unk_token='<unk>'))
+    tok = Tokenizer(models.BPE(unk_token=special_tokens[0]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+        vocab_size=vocab_size, special_tokens=list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False)
-    tok.train_from_iterator(_texts(data_dir), trainer)
+    tok.train_from_iterator(texts, trainer)
+    return tok
+
+
+def train_tokenizer(data_dir, save_dir, vocab_size):
+    """Train a byte-level BPE on the data; save a PreTrainedTokenizerFast."""
+    from transformers import PreTrainedTokenizerFast
+    tok = train_bpe(tokenizer_texts(data_dir), SPECIAL_TOKENS, vocab_size)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token='<s>', eos_token='</s>',
         unk_token='<unk>', pad_token='<pad>',

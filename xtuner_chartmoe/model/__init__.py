@@ -6,11 +6,15 @@ installed (e.g. a bare inference or benchmark environment).
 """
 from transformers import AutoConfig, AutoModel
 
+from .checkpoint import LoadReport, load_checkpoint
 from .clip_moe import CLIPMoEMLP, load_clip_vision, upcycle_clip_mlps
 from .configuration_moe_projector import MoEProjectorConfig
 from .modeling_moe_projector import (MoEProjectorModel, MoEProjectorOutput,
-                                     sorted_dispatch)
-from .moe_builder import (build_moe_projector, load_dense_projector_state,
+                                     combine, dispatch, run_experts_grouped,
+                                     run_experts_sliced, sorted_dispatch)
+from .moe_builder import (CHARTMOE_EXPERT_NAMES, build_moe_projector,
+                          connector_from_reference, connector_to_reference,
+                          load_connector, load_dense_projector_state,
                           load_hf_folder_state)
 from .routers import ROUTERS, RouterOutput, build_router
 
@@ -27,7 +31,10 @@ def __getattr__(name):
 
 __all__ = [
     'ChartMoEModel', 'MoEProjectorConfig', 'MoEProjectorModel',
-    'MoEProjectorOutput', 'sorted_dispatch', 'build_moe_projector',
+    'MoEProjectorOutput', 'dispatch', 'combine', 'run_experts_sliced',
+    'run_experts_grouped', 'sorted_dispatch', 'build_moe_projector',
+    'load_connector', 'connector_from_reference', 'connector_to_reference',
+    'CHARTMOE_EXPERT_NAMES', 'load_checkpoint', 'LoadReport',
     'load_dense_projector_state', 'load_hf_folder_state', 'ROUTERS',
     'RouterOutput', 'build_router', 'CLIPMoEMLP', 'load_clip_vision',
     'upcycle_clip_mlps'

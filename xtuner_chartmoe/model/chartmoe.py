@@ -3,34 +3,65 @@ import json
 import os.path as osp
 
 import torch
+import torch.nn as nn
 from mmengine import print_log
 from xtuner.model import LLaVAModel
-from xtuner.model.utils import (guess_load_checkpoint,
-                                prepare_inputs_labels_for_multimodal)
+from xtuner.model.utils import guess_load_checkpoint
 from xtuner.registry import BUILDER
 
+from ..compat import fix_internlm2_generation
+from .checkpoint import load_checkpoint
 from .clip_moe import clip_moe_layers, upcycle_clip_mlps
 from .losses import balance_loss, router_z_loss
 from .modeling_moe_projector import MoEProjectorModel
-from .moe_builder import build_moe_projector, load_dense_projector_state
+from .moe_builder import (build_moe_projector, load_connector,
+                          load_dense_projector_state)
 
 HF_MANIFEST = 'chartmoe_hf.json'
+
+
+class QLoRANeedsCUDA(SystemExit):
+    """A quantized (QLoRA) LLM was asked for on a machine without CUDA;
+    stops the run with one line naming the config to use instead."""
+
+
+def _require_cuda_for_quantization(llm, cpu_config):
+    quantization = llm.get('quantization_config') if isinstance(
+        llm, dict) else None
+    if quantization is None or torch.cuda.is_available():
+        return
+    instead = cpu_config or 'the LoRA config of the same stage'
+    raise QLoRANeedsCUDA(
+        'error: QLoRA needs a CUDA GPU (bitsandbytes loads the LLM in 4-bit '
+        f'NF4 only on CUDA) and this machine has none; train {instead} '
+        'instead')
+
+
+def linear_layer_names(llm):
+    """Names of the LLM's ``nn.Linear`` layers for LoRA, without its output
+    embeddings (``lm_head`` / InternLM2's ``output``) whatever they are
+    called."""
+    head = llm.get_output_embeddings()
+    return sorted({name.split('.')[-1] for name, module in llm.named_modules()
+                   if isinstance(module, nn.Linear) and module is not head})
 
 
 class ChartMoEModel(LLaVAModel):
     """LLaVA model whose vision-to-LLM connector is dense or a MoE.
 
     Everything of ``LLaVAModel`` applies (``llm``, ``visual_encoder``,
-    ``freeze_*``, ``llm_lora``, ``pretrained_pth``, ...). The connector is
-    ``self.projector`` so XTuner's checkpoint filter keeps it. Choose it with:
+    ``freeze_*``, ``llm_lora``, ``pretrained_pth``, ...); its forward is
+    used as is. The connector is ``self.projector`` so XTuner's checkpoint
+    filter keeps it. Choose it with:
 
     - ``projector_init``: path of a dense projector to start the dense
       connector from (align stages: the general expert).
     - ``moe_projector``: a dict that makes the connector a MoE: either
-      ``dict(pretrained=DIR)`` (a folder written by
-      ``tools/build_moe_connector.py`` or ``pth_to_hf``), or the keyword
-      arguments of :func:`build_moe_projector` (``mode``,
-      ``expert_projectors``, ``num_selected``, ``router_type``, ...).
+      ``dict(pretrained=PATH)`` (a folder written by
+      ``tools/build_moe_connector.py`` or ``pth_to_hf``, or ChartMoE's own
+      ``mlp_moe.pth``), or the keyword arguments of
+      :func:`build_moe_projector` (``mode``, ``expert_projectors``,
+      ``num_selected``, ``router_type``, ...).
     - ``visual_encoder_moe``: e.g. ``dict(num_experts=4, num_selected=2)``
       turns every CLIP encoder MLP into a MoE of copies of it (CuMo
       co-upcycling; see ``clip_moe``).
@@ -39,13 +70,18 @@ class ChartMoEModel(LLaVAModel):
       MoE layers (connector and CLIP). They show up as ``balance_loss`` /
       ``z_loss`` in the training log.
 
-    ``pretrained_pth`` is applied before the MoE layers are made (so a dense
-    checkpoint, e.g. of a pre-finetune stage, is what gets copied into the
-    experts) and again after (so a MoE checkpoint restores them).
+    ``pretrained_pth`` is loaded once, after the MoE layers exist, through
+    :func:`~.checkpoint.load_checkpoint`: a MoE checkpoint restores them, a
+    dense one (e.g. of a pre-finetune) is upcycled into every expert; a
+    checkpoint that fits nothing stops with an error naming its keys.
+    Without ``target_modules`` LoRA wraps every linear layer of the LLM but
+    its output embeddings. A quantized LLM (QLoRA) without CUDA stops at once
+    (:class:`QLoRANeedsCUDA`) with one line naming ``cpu_config`` (the
+    config to train on such a machine).
 
     ``forward(data, mode='loss')`` returns ``{'loss', ['balance_loss'],
-    ['z_loss']}``; the last routing of the connector is kept in
-    ``self.last_routing`` (a ``MoEProjectorOutput``) for hooks and analysis.
+    ['z_loss']}``; ``last_routing`` is the connector's routing of the last
+    forward (a ``MoEProjectorOutput``) for hooks and analysis.
     """
 
     def __init__(self,
@@ -58,25 +94,26 @@ class ChartMoEModel(LLaVAModel):
                  z_loss_coef=0.0,
                  pretrained_pth=None,
                  use_activation_checkpointing=True,
+                 cpu_config=None,
                  **kwargs):
         if projector_init is not None and moe_projector is not None:
             raise ValueError('give either projector_init (dense connector) '
                              'or moe_projector, not both')
+        _require_cuda_for_quantization(llm, cpu_config)
         super().__init__(
             llm,
             visual_encoder,
             pretrained_pth=None,
             use_activation_checkpointing=use_activation_checkpointing,
             **kwargs)
+        base_llm = self.llm.get_base_model() if self.use_llm_lora else self.llm
+        fix_internlm2_generation(type(base_llm))
         if projector_init is not None:
-            self.projector.load_state_dict(
-                load_dense_projector_state(projector_init))
-            print_log(f'Dense projector initialised from {projector_init}',
+            report = load_checkpoint(
+                self.projector, load_dense_projector_state(projector_init),
+                projector_init, strict=True)
+            print_log(f'Dense projector initialised: {report.summary()}',
                       'current')
-        pretrained = guess_load_checkpoint(
-            pretrained_pth) if pretrained_pth is not None else None
-        if pretrained is not None:  # dense weights, before upcycling
-            self.load_state_dict(pretrained, strict=False)
         if visual_encoder_moe is not None:
             upcycle_clip_mlps(self.visual_encoder, **visual_encoder_moe)
             self.visual_encoder.requires_grad_(not self.freeze_visual_encoder)
@@ -88,13 +125,12 @@ class ChartMoEModel(LLaVAModel):
             if use_activation_checkpointing:
                 self.projector.enable_input_require_grads()
                 self.projector.gradient_checkpointing_enable()
-        if pretrained is not None:  # MoE weights, if the checkpoint has them
-            self.load_state_dict(pretrained, strict=False)
-            print_log(f'Load pretrained weight from {pretrained_pth}',
-                      'current')
+        if pretrained_pth is not None:
+            report = load_checkpoint(self, guess_load_checkpoint(pretrained_pth),
+                                     pretrained_pth)
+            print_log(f'Load pretrained weight: {report.summary()}', 'current')
         self.balance_loss_coef = balance_loss_coef
         self.z_loss_coef = z_loss_coef
-        self.last_routing = None
 
     def _build_moe(self, moe_cfg):
         if 'pretrained' in moe_cfg:
@@ -102,7 +138,7 @@ class ChartMoEModel(LLaVAModel):
             if moe_cfg:
                 raise ValueError('moe_projector=dict(pretrained=...) takes no '
                                  f'other keys, got {sorted(moe_cfg)}')
-            moe = MoEProjectorModel.from_pretrained(path)
+            moe = load_connector(path)
         else:
             moe = build_moe_projector(**moe_cfg)
         expected = (self.visual_encoder.config.hidden_size,
@@ -118,66 +154,59 @@ class ChartMoEModel(LLaVAModel):
             f'{moe.config.router_type} router', 'current')
         return moe
 
+    def _prepare_llm_for_lora(self, lora_config,
+                              use_activation_checkpointing=True):
+        lora_config = self._parse_lora_config(lora_config)
+        if lora_config.target_modules is None:
+            lora_config.target_modules = linear_layer_names(self.llm)
+        super()._prepare_llm_for_lora(lora_config,
+                                      use_activation_checkpointing)
+
     @property
     def is_moe(self):
         return isinstance(self.projector, MoEProjectorModel)
 
-    @staticmethod
-    def _prepare_for_flash_attn(cfg, llm_cfg):
-        # XTuner asks torch.cpu.is_bf16_supported(), which this torch lacks;
-        # on CPU keep the LLM's default attention (sdpa for Llama).
-        if torch.cuda.is_available():
-            return LLaVAModel._prepare_for_flash_attn(cfg, llm_cfg)
-        return cfg, llm_cfg
-
-    def encode_images(self, pixel_values):
-        """pixel_values [B, 3, H, W] -> visual tokens in the LLM space
-        ``[B, T, Dl]`` (T = patches, CLS dropped) and the routing (or None)."""
-        visual_outputs = self.visual_encoder(
-            pixel_values.to(self.visual_encoder.dtype),
-            output_hidden_states=True)
-        features = visual_outputs.hidden_states[self.visual_select_layer][:, 1:]
-        if not self.is_moe:
-            return self.projector(features), None
-        routing = self.projector(features, output_router_logits=True)
-        return routing.last_hidden_state, routing
+    @property
+    def last_routing(self):
+        """The connector's ``MoEProjectorOutput`` of the last forward, or
+        None (dense connector, or no image in the batch)."""
+        return self.projector.last_routing if self.is_moe else None
 
     def forward(self, data, data_samples=None, mode='loss'):
-        if self.is_first_iter:
-            self.to(data['input_ids'].device)
-            self.is_first_iter = False
-        self.last_routing = None
-        if 'pixel_values' in data:
-            data['pixel_values'], self.last_routing = self.encode_images(
-                data['pixel_values'])
-            data = prepare_inputs_labels_for_multimodal(llm=self.llm, **data)
+        for layer in self._moe_layers():
+            layer.last_routing = None
+        outputs = super().forward(data, data_samples, mode)
         if mode == 'loss':
-            losses = self.compute_loss(data, data_samples)
-            losses.update(self.aux_losses(self.last_routing))
-            return losses
-        if mode == 'predict':
-            return self.predict(data, data_samples)
-        if mode == 'tensor':
-            return self._forward(data, data_samples)
-        raise NotImplementedError(f'unknown mode {mode!r}')
+            outputs.update(self.aux_losses())
+        return outputs
 
-    def moe_routings(self, connector_routing):
+    def _moe_layers(self):
+        layers = clip_moe_layers(self.visual_encoder)
+        return layers + [self.projector] if self.is_moe else layers
+
+    def moe_routings(self):
         """(probs, selected experts, logits) of every MoE layer used in the
         last forward: the CLIP MoE layers, then the connector."""
-        routings = [(r.probs, r.experts, r.logits) for r in (
-            m.last_routing for m in clip_moe_layers(self.visual_encoder))
-            if r is not None]
-        if connector_routing is not None:
-            routings.append((connector_routing.router_probs,
-                             connector_routing.selected_experts,
-                             connector_routing.router_logits))
+        routings = []
+        for layer in self._moe_layers():
+            routing = layer.last_routing
+            if routing is None:
+                continue
+            if isinstance(layer, MoEProjectorModel):
+                routing = (routing.router_probs, routing.selected_experts,
+                           routing.router_logits)
+            else:
+                routing = (routing.probs, routing.experts, routing.logits)
+            routings.append(routing)
         return routings
 
-    def aux_losses(self, routing):
+    def aux_losses(self):
         """Weighted router losses (mean over MoE layers) for the loss dict;
         empty when the coefficients are 0."""
-        routings = self.moe_routings(routing)
-        if not routings or not (self.balance_loss_coef or self.z_loss_coef):
+        if not (self.balance_loss_coef or self.z_loss_coef):
+            return {}
+        routings = self.moe_routings()
+        if not routings:
             return {}
         losses = {}
         if self.balance_loss_coef:

@@ -1,11 +1,18 @@
 """The ChartMoE MoE connector as a Hugging Face ``PreTrainedModel``.
 
+A sparse MoE block in the shape of Mixtral's and torchtitan's: a router
+(``routers.py``), a token dispatcher that sorts the (token, expert) slots by
+expert (:func:`dispatch`), the experts run on their contiguous slices
+(:func:`run_experts_sliced`, or :func:`run_experts_grouped` as grouped GEMMs
+on Hopper), and a combine step that scatters the weighted outputs back to
+their tokens (:func:`combine`). :func:`sorted_dispatch` chains the three.
+
 Self-contained (imports only its two sibling files) so that ``save_pretrained``
 copies the code next to the weights and
 ``AutoModel.from_pretrained(path, trust_remote_code=True)`` reloads it anywhere.
 """
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn as nn
@@ -29,69 +36,99 @@ def build_expert(config):
     return nn.Sequential(*layers)
 
 
-def _grouped_mm_supported(x, expert_modules):
-    """Grouped GEMM path: CUDA bf16 on sm90+, depth-2 experts with bias and
-    16-aligned sizes, and a torch that has ``torch._grouped_mm``."""
+class Dispatch(NamedTuple):
+    """The (token, expert) slots of ``N`` tokens with top-``k``, sorted by
+    expert.
+
+    slot_order:     [N*k] index into the flat ``[N, k]`` slots, by expert.
+    token_of_slot:  [N*k] token of each sorted slot.
+    tokens_per_expert: [E] int64 count of slots per expert (on device).
+    """
+    slot_order: torch.Tensor
+    token_of_slot: torch.Tensor
+    tokens_per_expert: torch.Tensor
+
+
+def dispatch(selected_experts, num_experts):
+    """Sort the slots of ``selected_experts [N, k]`` by expert (one stable
+    argsort); returns a :class:`Dispatch`."""
+    top_k = selected_experts.shape[-1]
+    flat = selected_experts.reshape(-1)
+    slot_order = flat.argsort(stable=True)
+    return Dispatch(slot_order, slot_order // top_k,
+                    torch.bincount(flat, minlength=num_experts))
+
+
+def combine(expert_out, weights, routed, num_tokens):
+    """``expert_out [N*k, D]`` (rows in sorted slot order) times the slot
+    weights (``weights [N, k]``), summed back per token: ``[N, D]``."""
+    slot_weights = weights.reshape(-1)[routed.slot_order].to(expert_out.dtype)
+    weighted = expert_out * slot_weights.unsqueeze(-1)
+    out = weighted.new_zeros(num_tokens, weighted.shape[-1])
+    return out.index_add_(0, routed.token_of_slot, weighted)
+
+
+def run_experts_sliced(expert_modules, x_sorted, tokens_per_expert):
+    """Each expert on its contiguous slice of ``x_sorted [N*k, Dv]``. An
+    expert with no token still runs on an empty slice, so its parameters get
+    a zero gradient (DDP / ZeRO safe). Costs one host sync (the counts)."""
+    chunks = x_sorted.split(tokens_per_expert.tolist())
+    return torch.cat([expert(chunk) for expert, chunk in zip(expert_modules,
+                                                              chunks)])
+
+
+def grouped_mm_supported(x, expert_modules):
+    """Grouped GEMMs need CUDA bf16 on sm90+, ``torch._grouped_mm``, and
+    experts that are ``nn.Sequential`` of ``nn.Linear`` (16-aligned sizes)
+    and parameter-free layers (activations)."""
     if not (x.is_cuda and x.dtype == torch.bfloat16
             and hasattr(torch, '_grouped_mm')
             and torch.cuda.get_device_capability(x.device) >= (9, 0)):
         return False
     first = expert_modules[0]
-    return (len(first) == 3 and first[0].bias is not None
-            and all(d % 16 == 0 for d in first[0].weight.shape))
+    return isinstance(first, nn.Sequential) and all(
+        (isinstance(layer, nn.Linear)
+         and all(d % 16 == 0 for d in layer.weight.shape))
+        or not any(True for _ in layer.parameters()) for layer in first)
 
 
-def _grouped_experts(x_sorted, counts, expert_modules):
-    """All experts in two grouped GEMMs; rows of ``x_sorted`` are grouped by
-    expert (``counts`` rows each). Biases are added per group (a broadcast
-    add, whose backward is a plain row sum). Returns [M, Dl]."""
-    offsets = counts.cumsum(0).to(torch.int32)
-    sizes = counts.tolist()
+def run_experts_grouped(expert_modules, x_sorted, tokens_per_expert):
+    """All experts layer by layer: each ``nn.Linear`` of the E experts as
+    one grouped GEMM (weights stacked), biases added per group with
+    ``repeat_interleave``; other layers applied to all rows. No host sync.
+    Use where :func:`grouped_mm_supported`."""
+    offsets = tokens_per_expert.cumsum(0).to(torch.int32)
+    hidden = x_sorted
+    for i, layer in enumerate(expert_modules[0]):
+        if not isinstance(layer, nn.Linear):
+            hidden = layer(hidden)
+            continue
+        weight = torch.stack([e[i].weight for e in expert_modules])
+        hidden = torch._grouped_mm(hidden, weight.transpose(-2, -1),
+                                   offs=offsets)
+        if layer.bias is not None:
+            bias = torch.stack([e[i].bias for e in expert_modules])
+            hidden = hidden + bias.repeat_interleave(
+                tokens_per_expert, dim=0, output_size=hidden.shape[0])
+    return hidden
 
-    def add_bias(y, layer):
-        return torch.cat([chunk + e[layer].bias for chunk, e in zip(
-            y.split(sizes), expert_modules)])
 
-    w1 = torch.stack([e[0].weight for e in expert_modules]).transpose(-2, -1)
-    w2 = torch.stack([e[2].weight for e in expert_modules]).transpose(-2, -1)
-    hidden = add_bias(torch._grouped_mm(x_sorted, w1, offs=offsets), 0)
-    hidden = expert_modules[0][1](hidden)
-    return add_bias(torch._grouped_mm(hidden, w2, offs=offsets), 2)
-
-
-def sorted_dispatch(x, weights, experts, expert_modules, grouped=False):
+def sorted_dispatch(x, weights, experts, expert_modules,
+                    run_experts=run_experts_sliced):
     """Mix expert outputs with one sort instead of a token x expert loop.
 
     Args:
         x: [N, Dv] tokens. weights: [N, k] mixing weights. experts: [N, k] ids.
         expert_modules: the E expert modules.
-        grouped: run the experts as grouped GEMMs (falls back to slices
-            where ``torch._grouped_mm`` cannot run them).
+        run_experts: ``(expert_modules, x_sorted, tokens_per_expert) ->
+            [N*k, D]``, the expert computation.
     Returns:
-        [N, Dl]: ``sum_k weights[n, k] * expert_{experts[n, k]}(x[n])``.
-
-    Tokens are sorted by expert once; each expert then runs once on its
-    contiguous slice (or all experts as two grouped GEMMs). An expert that
-    gets no token still takes part (empty slice / empty group), so its
-    parameters get a zero gradient (DDP / ZeRO safe).
+        [N, D]: ``sum_k weights[n, k] * expert_{experts[n, k]}(x[n])``.
     """
-    top_k = experts.shape[-1]
-    flat_experts = experts.reshape(-1)
-    order = flat_experts.argsort(stable=True)
-    token_of_slot = order // top_k
-    counts = torch.bincount(flat_experts, minlength=len(expert_modules))
-    slot_weights = weights.reshape(-1)[order].to(x.dtype).unsqueeze(-1)
-    x_sorted = x[token_of_slot]
-    if grouped and _grouped_mm_supported(x, expert_modules):
-        y_sorted = _grouped_experts(x_sorted, counts, expert_modules)
-    else:
-        y_sorted = torch.cat([
-            expert(chunk) for expert, chunk in zip(
-                expert_modules, x_sorted.split(counts.tolist()))
-        ])
-    y_sorted = y_sorted * slot_weights
-    out = y_sorted.new_zeros(x.shape[0], y_sorted.shape[-1])
-    return out.index_add_(0, token_of_slot, y_sorted)
+    routed = dispatch(experts, len(expert_modules))
+    expert_out = run_experts(expert_modules, x[routed.token_of_slot],
+                             routed.tokens_per_expert)
+    return combine(expert_out, weights, routed, x.shape[0])
 
 
 @dataclass
@@ -118,12 +155,15 @@ class MoEProjectorModel(PreTrainedModel):
     ``[B, T, llm_hidden_size]``, a drop-in for XTuner's dense
     ``ProjectorModel`` (its chat tool and EvaluateChatHook work unchanged);
     with ``output_router_logits=True`` it returns a :class:`MoEProjectorOutput`
-    with the routing for losses and analysis.
+    with the routing for losses and analysis. The routing of the last call is
+    also kept in ``last_routing``.
     Parameters: ``gate.*`` (the router; ``gate.weight [E, Dv]`` for softmax),
     ``experts.{i}.{0,2}.{weight,bias}``; buffer ``num_selected`` (the current
-    top-k, a tensor so that a top-k schedule is checkpointed with the weights).
-    ``forced_expert`` (not saved) sends every token to one expert with weight 1,
-    for per-expert ablations.
+    top-k, a tensor so that a top-k schedule is checkpointed with the weights;
+    kept last in the state dict so that transformers' dtype handling on load
+    looks at a float weight first). ``forced_expert`` (not saved) sends every
+    token to one expert with weight 1, for per-expert ablations.
+    Float parameters load in the dtype asked for; router scores are float32.
     """
     _auto_class = 'AutoModel'
     config_class = MoEProjectorConfig
@@ -140,10 +180,18 @@ class MoEProjectorModel(PreTrainedModel):
             build_expert(config) for _ in range(config.num_experts))
         self.register_buffer('num_selected',
                              torch.tensor(config.num_selected))
+        self.top_k = config.num_selected  # host copy: no device sync per call
+        self._register_state_dict_hook(_num_selected_last)
         self.forced_expert = None
+        self.last_routing = None
 
     def _init_weights(self, module):
         """Keep PyTorch's default init (as the reference does)."""
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + 'num_selected' in state_dict:
+            self.top_k = int(state_dict[prefix + 'num_selected'])
 
     def enable_input_require_grads(self):
         """As XTuner's ``ProjectorModel``: expert outputs require grad even
@@ -163,10 +211,11 @@ class MoEProjectorModel(PreTrainedModel):
             raise ValueError(f'top_k must be in [1, {self.config.num_experts}]'
                              f', got {top_k}')
         self.num_selected.fill_(top_k)
+        self.top_k = top_k
 
     def route(self, x):
         """Route flat tokens ``x [N, Dv]``; returns a ``RouterOutput``."""
-        routing = self.gate(x, int(self.num_selected))
+        routing = self.gate(x, self.top_k)
         if self.forced_expert is not None:
             experts = torch.full_like(routing.experts[:, :1], self.forced_expert)
             routing = routing._replace(
@@ -174,11 +223,22 @@ class MoEProjectorModel(PreTrainedModel):
                                                          dtype=torch.float32))
         return routing
 
+    def run_experts(self, x_sorted, tokens_per_expert):
+        """The expert computation on slots sorted by expert (override to
+        change how experts run); grouped GEMMs where the config asks for
+        them and the device can, else one call per expert slice."""
+        if self.config.dispatch == 'grouped_mm' and grouped_mm_supported(
+                x_sorted, self.experts):
+            return run_experts_grouped(self.experts, x_sorted,
+                                       tokens_per_expert)
+        return run_experts_sliced(self.experts, x_sorted, tokens_per_expert)
+
     def _mix(self, flat):
         routing = self.route(flat)
-        out = sorted_dispatch(flat, routing.weights, routing.experts,
-                              self.experts,
-                              grouped=self.config.dispatch == 'grouped_mm')
+        routed = dispatch(routing.experts, self.config.num_experts)
+        expert_out = self.run_experts(flat[routed.token_of_slot],
+                                      routed.tokens_per_expert)
+        out = combine(expert_out, routing.weights, routed, flat.shape[0])
         return (out, ) + tuple(routing)
 
     def forward(self, x, output_router_logits=False):
@@ -190,8 +250,11 @@ class MoEProjectorModel(PreTrainedModel):
             outs = self._mix(flat)
         out, logits, probs, weights, experts = (
             t.reshape(*batch_shape, t.shape[-1]) for t in outs)
-        if not output_router_logits:
-            return out
-        return MoEProjectorOutput(last_hidden_state=out, router_logits=logits,
-                                  router_probs=probs, routing_weights=weights,
-                                  selected_experts=experts)
+        self.last_routing = MoEProjectorOutput(
+            last_hidden_state=out, router_logits=logits, router_probs=probs,
+            routing_weights=weights, selected_experts=experts)
+        return self.last_routing if output_router_logits else out
+
+
+def _num_selected_last(module, state_dict, prefix, local_metadata):
+    state_dict.move_to_end(prefix + 'num_selected')

@@ -1,11 +1,18 @@
-"""Build a MoE connector from dense projector checkpoints (ChartMoE §3.2).
+"""Build, load, import and export the MoE connector (ChartMoE, arXiv
+2409.03277, §3.2).
 
-Modes (paper baselines):
+Build modes (paper baselines), from dense projector checkpoints:
 - ``diverse``: one projector per expert (general, table, json, code).
 - ``upcycle``: the general projector copied into every expert.
 - ``random``:  fresh experts (PyTorch init), sizes from a reference projector
   or given explicitly.
 The router is always fresh.
+
+ChartMoE's own connector file (``moe_construction.py`` of the reference code
+saves ``mlp_moe.pth``: ``gate.weight [E, Dv]``, ``experts.{i}.{0,2}.*`` and
+``num_selected`` as a plain int; experts in the order general, table, json,
+code) is read by :func:`connector_from_reference` and written by
+:func:`connector_to_reference`; :func:`load_connector` takes either format.
 """
 import os
 import os.path as osp
@@ -13,11 +20,13 @@ import re
 
 import torch
 
+from .checkpoint import load_checkpoint
 from .configuration_moe_projector import MoEProjectorConfig
 from .modeling_moe_projector import MoEProjectorModel
 
 CHARTMOE_EXPERT_NAMES = ('general', 'table', 'json', 'code')
 _DENSE_KEY = re.compile(r'^model\.(\d+)\.(weight|bias)$')
+_EXPERT_LINEAR = re.compile(r'^experts\.0\.(\d+)\.weight$')
 
 
 def _strip_to_dense_keys(state_dict, source):
@@ -154,20 +163,112 @@ def build_moe_projector(mode,
         if not (visual_hidden_size and llm_hidden_size):
             raise ValueError('mode random without a reference projector needs '
                              'visual_hidden_size and llm_hidden_size')
-    if expert_names is None and mode == 'diverse' and num_experts == len(
-            CHARTMOE_EXPERT_NAMES):
-        expert_names = CHARTMOE_EXPERT_NAMES
+    if expert_names is None and mode != 'diverse':
+        expert_names = [f'expert_{i}' for i in range(num_experts)]
     config = MoEProjectorConfig(
         visual_hidden_size=visual_hidden_size, llm_hidden_size=llm_hidden_size,
         depth=depth, bias=bias, num_experts=num_experts,
         num_selected=num_selected, router_type=router_type,
-        router_kwargs=router_kwargs, expert_names=expert_names)
+        router_kwargs=router_kwargs,
+        expert_names=expert_names_for(num_experts, expert_names))
     torch.manual_seed(seed)
     moe = MoEProjectorModel(config)
     if mode == 'upcycle':
         states = states * num_experts
     if mode != 'random':
-        for expert, state in zip(moe.experts, states):
-            expert.load_state_dict(
-                {k[len('model.'):]: v for k, v in state.items()})
+        for expert, state, source in zip(moe.experts, states,
+                                         sources * num_experts):
+            load_checkpoint(expert, {k[len('model.'):]: v
+                                     for k, v in state.items()}, source,
+                            strict=True)
     return moe
+
+
+def expert_names_for(num_experts, names=None):
+    """``names`` checked against ``num_experts``; by default ChartMoE's roles
+    for 4 experts, else ``expert_<i>``."""
+    if names is not None:
+        names = list(names)
+        if len(names) != num_experts or len(set(names)) != len(names):
+            raise ValueError(f'{num_experts} experts need {num_experts} '
+                             f'distinct names, got {names}')
+        return names
+    if num_experts == len(CHARTMOE_EXPERT_NAMES):
+        return list(CHARTMOE_EXPERT_NAMES)
+    return [f'expert_{i}' for i in range(num_experts)]
+
+
+def _read_torch_file(path):
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as err:  # corrupt / not a torch file / pickled objects
+        raise ValueError(f'{path}: cannot read as a torch state dict '
+                         f'({err})') from None
+
+
+def connector_from_reference(state, source, expert_names=None):
+    """A :class:`MoEProjectorModel` from ChartMoE's ``mlp_moe.pth`` state
+    dict (see the module docstring); ``expert_names`` name the experts in
+    the file's order (default general, table, json, code)."""
+    if not isinstance(state, dict) or 'gate.weight' not in state:
+        raise ValueError(
+            f"{source}: not a ChartMoE connector file: expected keys "
+            f"'gate.weight', 'experts.<i>.<j>.weight|bias', 'num_selected', "
+            f'got [{", ".join(sorted(map(str, state))[:6])}]'
+            if isinstance(state, dict) else
+            f'{source}: expected a state dict, got {type(state).__name__}')
+    num_experts, visual_hidden = state['gate.weight'].shape
+    linears = sorted(int(m.group(1)) for m in map(_EXPERT_LINEAR.match, state)
+                     if m)
+    if not linears:
+        raise ValueError(f"{source}: no 'experts.0.<j>.weight' tensors")
+    num_selected = state.get('num_selected', 2)
+    config = MoEProjectorConfig(
+        visual_hidden_size=visual_hidden,
+        llm_hidden_size=state['experts.0.0.weight'].shape[0],
+        depth=len(linears), bias='experts.0.0.bias' in state,
+        num_experts=num_experts, num_selected=int(num_selected),
+        expert_names=expert_names_for(num_experts, expert_names))
+    moe = MoEProjectorModel(config)
+    tensors = {k: v for k, v in state.items() if k != 'num_selected'}
+    tensors['num_selected'] = torch.tensor(int(num_selected))
+    load_checkpoint(moe, tensors, source, strict=True)
+    return moe
+
+
+def connector_to_reference(moe, order=CHARTMOE_EXPERT_NAMES):
+    """The state dict of ChartMoE's ``mlp_moe.pth`` for ``moe``: experts in
+    ``order`` of their names (roles, not positions), ``num_selected`` as an
+    int. Only the linear (softmax) router has a place in that format."""
+    if moe.config.router_type != 'softmax':
+        raise ValueError(f'the reference format has a linear softmax router '
+                         f'only; this connector has {moe.config.router_type!r}')
+    names = list(moe.config.expert_names)
+    if sorted(names) != sorted(order):
+        raise ValueError(f'experts are named {names}; the reference format '
+                         f'needs exactly the roles {list(order)}')
+    state = {'gate.weight': moe.gate.weight.detach()[
+        [names.index(role) for role in order]].clone()}
+    for i, role in enumerate(order):
+        expert = moe.experts[names.index(role)]
+        state.update({f'experts.{i}.{k}': v.detach().clone()
+                      for k, v in expert.state_dict().items()})
+    state['num_selected'] = int(moe.num_selected)
+    return state
+
+
+def load_connector(path, expert_names=None):
+    """The MoE connector at ``path``: a ``save_pretrained`` folder (weights +
+    code) or ChartMoE's ``mlp_moe.pth``. Every tensor must find its place;
+    errors name the file and the keys."""
+    if not osp.exists(path):
+        raise FileNotFoundError(f'MoE connector not found: {path}')
+    if osp.isdir(path):
+        if not osp.isfile(osp.join(path, 'config.json')):
+            raise ValueError(f'{path}: no config.json; expected a folder '
+                             'written by tools/build_moe_connector.py')
+        moe = MoEProjectorModel(MoEProjectorConfig.from_pretrained(path))
+        load_checkpoint(moe, load_hf_folder_state(path), path, strict=True)
+        return moe
+    return connector_from_reference(_read_torch_file(path), path,
+                                    expert_names)

@@ -1,17 +1,19 @@
-"""Token routers for the MoE connector (ChartMoE SMoE and LibMoE variants).
+"""Token routers for the MoE layers (ChartMoE SMoE and LibMoE variants).
 
-Every router maps visual tokens ``x [N, D]`` and a top-k to a
-:class:`RouterOutput`. Scores are computed in float32. Selected weights are
-renormalised to sum to 1 per token for every router, so that experts that are
-all equal give exactly the dense output (co-upcycling at step 0).
+One interface: a router is an ``nn.Module`` whose ``forward(x [N, D],
+top_k)`` returns a :class:`RouterOutput`; it reads its parameters and never
+changes them. Scores are computed in float32. Selected weights are
+renormalised to sum to 1 per token for every router, so that experts that
+are all equal give exactly the dense output (co-upcycling at step 0).
 
-Formulas (SPEC §1, §5):
+Formulas (ChartMoE, arXiv 2409.03277, §3.2; LibMoE's router zoo; XMoE):
 
 - ``softmax``: ``p = softmax(W x)``; top-k on ``p``.
 - ``sigmoid``: ``s = sigmoid(W x)``; top-k on ``s``; ``probs = s / sum(s)``.
 - ``cosine`` (XMoE): ``h = W_r x`` (``D -> proj_dim``, default ``E // 2``),
-  expert embeddings ``M`` rescaled to norm 1.5 (no grad) each forward,
-  ``p = softmax((h / max(|h|, 1e-4)) . m_e / 0.3)``.
+  expert embeddings ``M`` used at norm :data:`COSINE_EMBEDDING_NORM` (the
+  rescaling carries no gradient),
+  ``p = softmax((h / max(|h|, eps)) . m_e / COSINE_TEMPERATURE)``.
 - ``perturbed_cosine``: as cosine with ``h / (|h| + 0.1)`` and
   ``m_e * 1.5 / (|m_e| + 0.1)``.
 - ``hyper``: a frozen hypernetwork ``Linear(D, D/4) -> ReLU ->
@@ -23,6 +25,13 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+COSINE_TEMPERATURE = 0.3  # XMoE's scale of the cosine scores
+COSINE_EMBEDDING_NORM = 1.5  # norm the expert embeddings are used at
+COSINE_MIN_NORM = 1e-4  # floor of |h| in the cosine router
+PERTURBATION = 0.1  # added to both norms by the perturbed cosine router
+COSINE_EMBEDDING_INIT_STD = 0.32
+HYPER_EMBEDDING_INIT_STD = 0.02
 
 
 class RouterOutput(NamedTuple):
@@ -39,7 +48,8 @@ class RouterOutput(NamedTuple):
     experts: torch.Tensor
 
 
-def _select(logits, probs, top_k):
+def select_top_k(logits, probs, top_k):
+    """Top-k of ``probs`` with the weights renormalised to sum to 1."""
     weights, experts = torch.topk(probs, top_k, dim=-1)
     weights = weights / weights.sum(dim=-1, keepdim=True)
     return RouterOutput(logits, probs, weights, experts)
@@ -57,53 +67,53 @@ class SoftmaxRouter(nn.Module):
         linear = nn.Linear(hidden_size, num_experts, bias=False)  # torch init
         self.weight = linear.weight
 
+    def scores(self, logits):
+        """Normalised scores from the raw ``logits [N, E]``."""
+        return logits.softmax(dim=-1)
+
     def forward(self, x, top_k):
         logits = F.linear(x, self.weight).float()
-        return _select(logits, logits.softmax(dim=-1), top_k)
+        return select_top_k(logits, self.scores(logits), top_k)
 
 
 class SigmoidRouter(SoftmaxRouter):
     """Sigmoid router: independent sigmoid scores, top-k, renormalised."""
 
-    def forward(self, x, top_k):
-        logits = F.linear(x, self.weight).float()
-        scores = logits.sigmoid()
-        probs = scores / scores.sum(dim=-1, keepdim=True)
-        return _select(logits, probs, top_k)
+    def scores(self, logits):
+        sigmoid = logits.sigmoid()
+        return sigmoid / sigmoid.sum(dim=-1, keepdim=True)
 
 
 class CosineRouter(nn.Module):
     """XMoE cosine router: low-dim projection, cosine to expert embeddings."""
-    temperature = 0.3
-    embedding_norm = 1.5
 
     def __init__(self, hidden_size, num_experts, proj_dim=None):
         super().__init__()
         proj_dim = proj_dim or max(num_experts // 2, 1)
         self.proj = nn.Linear(hidden_size, proj_dim, bias=False)
         self.expert_embeddings = nn.Parameter(
-            torch.randn(num_experts, proj_dim) * 0.32)
+            torch.randn(num_experts, proj_dim) * COSINE_EMBEDDING_INIT_STD)
 
     def similarity(self, h):
-        with torch.no_grad():
-            norms = self.expert_embeddings.norm(dim=-1, keepdim=True)
-            self.expert_embeddings.mul_(self.embedding_norm / norms)
-        h = h / h.norm(dim=-1, keepdim=True).clamp(min=1e-4)
-        return h @ self.expert_embeddings.float().t()
+        """``h [N, proj_dim]`` float32 -> ``[N, E]`` cosine-like scores."""
+        m = self.expert_embeddings.float()
+        scale = (COSINE_EMBEDDING_NORM / m.norm(dim=-1, keepdim=True)).detach()
+        h = h / h.norm(dim=-1, keepdim=True).clamp(min=COSINE_MIN_NORM)
+        return h @ (m * scale).t()
 
     def forward(self, x, top_k):
-        h = self.proj(x).float()
-        logits = self.similarity(h) / self.temperature
-        return _select(logits, logits.softmax(dim=-1), top_k)
+        logits = self.similarity(self.proj(x).float()) / COSINE_TEMPERATURE
+        return select_top_k(logits, logits.softmax(dim=-1), top_k)
 
 
 class PerturbedCosineRouter(CosineRouter):
-    """Cosine router with the +0.1 perturbation in both norms (LibMoE)."""
+    """Cosine router with the perturbation added to both norms (LibMoE)."""
 
     def similarity(self, h):
         m = self.expert_embeddings.float()
-        m = m * self.embedding_norm / (m.norm(dim=-1, keepdim=True) + 0.1)
-        h = h / (h.norm(dim=-1, keepdim=True) + 0.1)
+        m = m * COSINE_EMBEDDING_NORM / (m.norm(dim=-1, keepdim=True) +
+                                         PERTURBATION)
+        h = h / (h.norm(dim=-1, keepdim=True) + PERTURBATION)
         return h @ m.t()
 
 
@@ -119,7 +129,8 @@ class HyperRouter(nn.Module):
             nn.Linear(hidden_size, bottleneck), nn.ReLU(),
             nn.Linear(bottleneck, num_experts * hidden_size + num_experts))
         self.hypernet.requires_grad_(False)
-        self.embedding = nn.Parameter(torch.randn(1, hidden_size) * 0.02)
+        self.embedding = nn.Parameter(
+            torch.randn(1, hidden_size) * HYPER_EMBEDDING_INIT_STD)
 
     def generate(self):
         """Return the router ``(weight [E, D], bias [E])`` made now."""
@@ -131,7 +142,7 @@ class HyperRouter(nn.Module):
     def forward(self, x, top_k):
         weight, bias = self.generate()
         logits = F.linear(x, weight, bias).float()
-        return _select(logits, logits.softmax(dim=-1), top_k)
+        return select_top_k(logits, logits.softmax(dim=-1), top_k)
 
 
 ROUTERS = {

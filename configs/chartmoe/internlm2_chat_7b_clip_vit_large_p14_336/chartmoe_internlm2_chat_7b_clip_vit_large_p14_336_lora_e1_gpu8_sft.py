@@ -37,6 +37,10 @@ visual_encoder_name_or_path = 'openai/clip-vit-large-patch14-336'
 # Written by tools/build_moe_connector.py (general, table, json, code experts)
 moe_connector = './work_dirs/chartmoe_internlm2_moe_connector'
 
+# LoRA on InternLM2's attention and MLP projections, as the ChartMoE
+# reference does (not on the LM head, `output`)
+lora_target_modules = ['wqkv', 'wo', 'w1', 'w2', 'w3']
+
 # MoE connector training: router aux losses (ChartMoE: off; CuMo 0.1 / 0.01)
 balance_loss_coef = 0.0
 z_loss_coef = 0.0
@@ -74,9 +78,7 @@ SYSTEM = ''
 evaluation_images = chartqa_image_folder + '/00006834003065.png'
 evaluation_inputs = [
     'Answer the question using a single word or phrase.'
-    'What is the highest value in the chart?',
-    'Please give the program of thought in python code. Use print function '
-    'to output the answer in the end.What is the sum of all values?'
+    'What is the highest value in the chart?'
 ]
 
 #######################################################################
@@ -111,6 +113,7 @@ model = dict(
         lora_alpha=64,
         lora_dropout=0.05,
         bias='none',
+        target_modules=lora_target_modules,
         task_type='CAUSAL_LM'),
     visual_encoder=dict(
         type=CLIPVisionModel.from_pretrained,

@@ -195,6 +195,9 @@ env_cfg = dict(
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
     dist_cfg=dict(backend='gloo'),
 )
+# torchrun on CPU: DDP takes the module's device (mmengine would pass GPU ids)
+model_wrapper_cfg = dict(
+    type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False)
 
 visualizer = dict(type=Visualizer, vis_backends=[dict(type=LocalVisBackend)])
 log_level = 'INFO'

@@ -1,0 +1,124 @@
+"""Load a checkpoint into a model with its keys mapped, checked and reported.
+
+Every checkpoint load of the plugin goes through :func:`load_checkpoint`. A
+checkpoint key reaches a model key
+
+1. as is;
+2. through a PEFT wrapper: ``llm.X.weight`` fills
+   ``llm.base_model.model.X[.base_layer].weight`` (a full-LLM checkpoint, e.g.
+   of the pre-finetune, into a LoRA model);
+3. by upcycling a dense layer into every expert of a MoE layer:
+   ``projector.model.R`` fills ``projector.experts.{i}.R`` (the connector)
+   and ``...mlp.R`` fills ``...mlp.experts.{i}.R`` (CuMo's CLIP MoE).
+
+The load stops with a ``ValueError`` naming the file and keys of both sides
+when no tensor matches, and when it fills part of a module but leaves some
+of that module's trainable tensors unfilled, other than new structure that
+starts fresh on purpose (the routers of upcycled layers, LoRA adapters the
+checkpoint has none of). Otherwise it returns a :class:`LoadReport` with the
+counts.
+"""
+import re
+from dataclasses import dataclass, field
+
+_PEFT = re.compile(r'base_model\.model\.|\.base_layer(?=\.)')
+_UPCYCLED = (
+    (re.compile(r'^(.*projector)\.experts\.\d+\.'), r'\1.model.'),
+    (re.compile(r'^(.*\.mlp)\.experts\.\d+\.'), r'\1.'),
+)
+
+
+def _candidates(model_key):
+    """Checkpoint keys that may fill ``model_key``, best first."""
+    yield model_key
+    unwrapped = _PEFT.sub('', model_key)
+    yield unwrapped
+    for pattern, dense in _UPCYCLED:
+        if pattern.match(unwrapped):
+            yield pattern.sub(dense, unwrapped)
+
+
+def _sample(keys, n=6):
+    keys = sorted(keys)
+    return ', '.join(keys[:n]) + (f', ... ({len(keys)} in all)'
+                                  if len(keys) > n else '')
+
+
+def _group(key, depth):
+    return '.'.join(key.split('.')[:depth])
+
+
+@dataclass
+class LoadReport:
+    """What a load did: ``filled`` model tensors from ``used`` of the
+    ``total`` checkpoint tensors; ``unused`` checkpoint keys; ``fresh``
+    model tensors left at their initial values on purpose."""
+    source: str
+    filled: int
+    used: int
+    total: int
+    unused: list = field(default_factory=list)
+    fresh: list = field(default_factory=list)
+
+    def summary(self):
+        text = (f'{self.source}: loaded {self.used} of {self.total} checkpoint '
+                f'tensors into {self.filled} model tensors')
+        if self.unused:
+            text += f'; unused: {_sample(self.unused)}'
+        if self.fresh:
+            text += f'; starting fresh: {_sample(self.fresh)}'
+        return text
+
+
+def load_checkpoint(module, state_dict, source, strict=False, group_depth=1):
+    """Fill ``module`` from ``state_dict`` (see the module docstring).
+
+    ``strict``: every model tensor must be filled and every checkpoint tensor
+    used (a whole connector). ``group_depth``: key components that name a
+    module for the "partly filled" check (1: ``llm`` / ``visual_encoder`` /
+    ``projector``). Returns a :class:`LoadReport`.
+    """
+    model_state = module.state_dict()
+    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
+    mapping = {}
+    for model_key in model_state:
+        for candidate in _candidates(model_key):
+            if candidate in state_dict:
+                mapping[model_key] = candidate
+                break
+    if not mapping:
+        raise ValueError(
+            f'{source}: no tensor of the checkpoint matches the model. '
+            f'Checkpoint keys: [{_sample(state_dict)}]; model keys: '
+            f'[{_sample(model_state)}]')
+    unfilled = set(model_state) - set(mapping)
+    used = set(mapping.values())
+    unused = sorted(set(state_dict) - used)
+    if strict and (unfilled or unused):
+        raise ValueError(
+            f'{source}: does not match the model one to one; model tensors '
+            f'not in the checkpoint: [{_sample(unfilled)}]; checkpoint '
+            f'tensors the model has no place for: [{_sample(unused)}]')
+    touched = {_group(k, group_depth) for k in mapping}
+    upcycled = {k for k, v in mapping.items() if k != v and '.experts.' in k}
+    upcycled_layers = {k.split('.experts.')[0] for k in upcycled}
+    fresh, missing = [], []
+    for key in sorted(unfilled & trainable):
+        if _group(key, group_depth) not in touched:
+            continue
+        new_router = any(key.startswith(layer + '.gate.')
+                         for layer in upcycled_layers)
+        new_adapter = 'lora_' in key and not any('lora_' in k for k in used)
+        (fresh if new_router or new_adapter else missing).append(key)
+    if missing:
+        raise ValueError(
+            f'{source}: fills part of {sorted(touched)} but leaves trainable '
+            f'tensors unfilled: [{_sample(missing)}]; checkpoint keys: '
+            f'[{_sample(state_dict)}]')
+    try:
+        module.load_state_dict(
+            {k: state_dict[v] for k, v in mapping.items()}, strict=False)
+    except RuntimeError as err:  # shapes differ
+        raise ValueError(f'{source}: {err}') from None
+    return LoadReport(source, len(mapping), len(used), len(state_dict),
+                      unused, fresh)
