@@ -28,3 +28,17 @@ def run_tool(args, cwd, check=True):
         raise AssertionError(f'{args} failed ({result.returncode}):\n'
                              f'{result.stdout[-3000:]}\n{result.stderr[-5000:]}')
     return result
+
+
+NARROW_INTERNLM2 = dict(hidden_size=64, intermediate_size=128,
+                        num_attention_heads=4, num_key_value_heads=2)
+
+
+@pytest.fixture(scope='session')
+def narrow_standins(tmp_path_factory):
+    """InternLM2-chat-7B / CLIP-ViT-L/14-336 stand-ins with a narrow LLM
+    (hidden 64; the real vocabulary, chat tokens and remote code) for fast
+    tests of the InternLM2 code paths; see xtuner_chartmoe/standin.py."""
+    from xtuner_chartmoe.standin import build_standins
+    return build_standins(tmp_path_factory.mktemp('narrow'), llm_layers=2,
+                          vision_layers=2, num_charts=4, **NARROW_INTERNLM2)

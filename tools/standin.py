@@ -8,6 +8,8 @@
         configs/chartmoe/internlm2_chat_7b_clip_vit_large_p14_336/<cfg>.py
     # any command in the stand-in environment (hub ids -> stand-ins)
     python tools/standin.py run work_dirs/standin -- python tools/chat.py ...
+    # full-size parameter counts of configs, built on the meta device
+    python tools/standin.py counts configs/chartmoe/internlm2_*/*.py
 
 ``train`` prints and runs ``torchrun ... -m xtuner.tools.train CONFIG
 --launcher pytorch --deepspeed deepspeed_zero2 --cfg-options ...`` in the
@@ -21,7 +23,7 @@ import subprocess
 import sys
 
 from xtuner_chartmoe.standin import (build_standins, cpu_cfg_options,
-                                     standin_env)
+                                     full_size_table, standin_env)
 
 
 def parse_args(argv):
@@ -47,6 +49,9 @@ def parse_args(argv):
                        help='no CPU options (the config as it is)')
     run = commands.add_parser('run', help='a command in their environment')
     run.add_argument('out_dir')
+    counts = commands.add_parser(
+        'counts', help='full-size parameter counts of configs (meta device)')
+    counts.add_argument('configs', nargs='+')
     return parser.parse_args(argv)
 
 
@@ -54,6 +59,9 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index('--') if '--' in argv else len(argv)
     args, rest = parse_args(argv[:split]), argv[split + 1:]
+    if args.command == 'counts':
+        print(full_size_table(args.configs))
+        return 0
     if args.command == 'build':
         paths = build_standins(args.out_dir, args.llm_layers,
                                args.vision_layers, args.num_charts)

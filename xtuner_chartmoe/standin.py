@@ -340,3 +340,18 @@ def parameter_counts(model):
         counts['total'] += param.numel()
         counts['trainable'] += param.numel() if param.requires_grad else 0
     return counts
+
+
+def full_size_table(config_paths):
+    """Markdown table of the full-size parameter counts of each config
+    (built on the meta device), as in the README."""
+    from mmengine.config import Config
+    rows = ['| config | total | trainable | LLM (+LoRA) | vision | '
+            'connector |', '|---|---:|---:|---:|---:|---:|']
+    for path in config_paths:
+        counts = parameter_counts(build_on_meta(Config.fromfile(path)))
+        name = osp.splitext(osp.basename(path))[0]
+        rows.append(f"| `{name}` | " + ' | '.join(
+            f'{counts[k]:,}' for k in ('total', 'trainable', 'llm',
+                                       'visual_encoder', 'projector')) + ' |')
+    return '\n'.join(rows)

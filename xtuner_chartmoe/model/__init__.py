@@ -14,8 +14,8 @@ from .modeling_moe_projector import (MoEProjectorModel, MoEProjectorOutput,
                                      run_experts_sliced, sorted_dispatch)
 from .moe_builder import (CHARTMOE_EXPERT_NAMES, build_moe_projector,
                           connector_from_reference, connector_to_reference,
-                          load_connector, load_dense_projector_state,
-                          load_hf_folder_state)
+                          export_reference, load_connector,
+                          load_dense_projector_state, load_hf_folder_state)
 from .routers import ROUTERS, RouterOutput, build_router
 
 AutoConfig.register(MoEProjectorConfig.model_type, MoEProjectorConfig)
@@ -34,6 +34,7 @@ __all__ = [
     'MoEProjectorOutput', 'dispatch', 'combine', 'run_experts_sliced',
     'run_experts_grouped', 'sorted_dispatch', 'build_moe_projector',
     'load_connector', 'connector_from_reference', 'connector_to_reference',
+    'export_reference',
     'CHARTMOE_EXPERT_NAMES', 'load_checkpoint', 'LoadReport',
     'load_dense_projector_state', 'load_hf_folder_state', 'ROUTERS',
     'RouterOutput', 'build_router', 'CLIPMoEMLP', 'load_clip_vision',

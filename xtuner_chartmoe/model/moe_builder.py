@@ -272,3 +272,15 @@ def load_connector(path, expert_names=None):
         return moe
     return connector_from_reference(_read_torch_file(path), path,
                                     expert_names)
+
+
+def export_reference(connector_dir, path):
+    """Write the connector at ``connector_dir`` as ChartMoE's
+    ``mlp_moe.pth`` to ``path`` (temporary file, then rename); returns the
+    path."""
+    state = connector_to_reference(load_connector(connector_dir))
+    path = osp.abspath(path)
+    tmp = f'{path}.tmp{os.getpid()}'
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
