@@ -42,3 +42,16 @@ def narrow_standins(tmp_path_factory):
     from xtuner_chartmoe.standin import build_standins
     return build_standins(tmp_path_factory.mktemp('narrow'), llm_layers=2,
                           vision_layers=2, num_charts=4, **NARROW_INTERNLM2)
+
+
+@pytest.fixture(scope='session')
+def tiny_connector(workspace):
+    """The MoE connector the tiny SFT config loads
+    (work_dirs/tiny_moe_connector): upcycled from the general projector
+    unless the pipeline already built it from aligned projectors."""
+    path = workspace / 'work_dirs' / 'tiny_moe_connector'
+    if not path.is_dir():
+        run_tool([osp.join(REPO, 'tools', 'build_moe_connector.py'),
+                  'upcycle', str(path), '--projectors',
+                  'work_dirs/tiny/general_projector'], cwd=workspace)
+    return path

@@ -12,7 +12,7 @@ from PIL import Image
 from xtuner_chartmoe.dataset import (ChartLLaVADataset, chartgemma_map_fn,
                                      chartmoe_map_fn, chartqa_map_fn,
                                      chartqa_pot_map_fn, record_problem)
-from xtuner_chartmoe.dataset.chart_synth import (CHART_TYPES, load_tables,
+from xtuner_chartmoe.dataset.quadruples import (CHART_TYPES, load_tables,
                                                  make_quadruple, render_code)
 from xtuner_chartmoe.dataset.synthesize import synthesize
 

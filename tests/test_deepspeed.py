@@ -50,16 +50,7 @@ def trained_state(path):
 
 
 @pytest.fixture(scope='module')
-def connector(workspace):
-    """The tiny MoE connector the SFT config loads (upcycled from the
-    general projector, so that this module needs no align runs)."""
-    run_tool([osp.join(REPO, 'tools', 'build_moe_connector.py'), 'upcycle',
-              'work_dirs/tiny_moe_connector', '--projectors',
-              'work_dirs/tiny/general_projector'], cwd=workspace)
-
-
-@pytest.fixture(scope='module')
-def zero2_runs(workspace, connector):
+def zero2_runs(workspace, tiny_connector):
     """The tiny SFT: plain (1 process, batch 4) and ZeRO-2 (2 processes,
     batch 2 each), same global batch and steps (54), a checkpoint half-way.
     No LoRA dropout, so that a resumed run can repeat the run exactly

@@ -10,7 +10,7 @@ from xtuner_chartmoe.evaluation.chartqa import evaluate
 from xtuner_chartmoe.evaluation.metrics import (extract_program,
                                                 normalise_pot_output,
                                                 relaxed_correct, to_number)
-from xtuner_chartmoe.evaluation.routing import RoutingStats
+from xtuner_chartmoe.evaluation.routing_stats import RoutingStats
 
 
 @pytest.mark.parametrize('prediction,label,tol,expected', [

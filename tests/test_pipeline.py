@@ -358,3 +358,81 @@ def test_eval_from_training_checkpoint_matches_the_release(pipeline,
     assert len(out['ckpt']) == len(out['release']) > 0
     same = sum(a == b for a, b in zip(out['ckpt'], out['release']))
     assert same >= 0.8 * len(out['ckpt']), out  # merge rounds to fp16
+
+
+def run_lmms(workspace, model_args, tasks, out, limit=None):
+    """lmms-eval's own CLI in the data root (the task reads test/...);
+    returns its samples per task. lmms-eval exits 0 even on failure, so
+    the samples files are what tell."""
+    from xtuner_chartmoe.lmms import TASKS_DIR
+    env = dict(os.environ, HF_HUB_OFFLINE='1', HF_DATASETS_OFFLINE='1')
+    import subprocess
+    import sys
+    result = subprocess.run(
+        [sys.executable, '-m', 'lmms_eval', '--model', 'chartmoe',
+         '--model_args', model_args, '--batch_size', '4', '--tasks', tasks,
+         '--include_path', TASKS_DIR, '--log_samples', '--output_path',
+         str(out), *(['--limit', str(limit)] if limit else [])],
+        cwd=workspace / 'work_dirs' / 'tiny' / 'data', env=env,
+        capture_output=True, text=True)
+    samples = {}
+    for path in out.glob('*/*_samples_*.jsonl'):
+        task = path.stem.split('_samples_')[1]
+        samples[task] = [json.loads(line) for line in
+                         path.read_text().splitlines()]
+    assert samples, result.stdout[-3000:] + result.stderr[-3000:]
+    return samples
+
+
+def documented_difference(prediction, label):
+    """Where lmms-eval's ChartQA metric and ours disagree by design (README):
+    it reads '1,234', '$12' and '45%' (as 0.45) differently, compares 0
+    as text and does not strip."""
+    return (not prediction or any(c in prediction + label for c in ',%$')
+            or prediction != prediction.strip() or label.strip() in ('0',
+                                                                     '0.0'))
+
+
+def test_lmms_eval_cli_runs_the_release_on_local_chartqa(pipeline, workspace):
+    """lmms-eval's CLI with `--model chartmoe` (entry point) and the shipped
+    chartqa_local task gives the replies and, for these labels, the scores
+    of our own evaluator; each logged sample carries its routing."""
+    from xtuner_chartmoe.evaluation.chartqa import evaluate
+    from xtuner_chartmoe.inference import ChartMoEChat
+    release = str(workspace / 'work_dirs' / 'release')
+    samples = run_lmms(workspace, f'pretrained={release}', 'chartqa_local',
+                       workspace / 'work_dirs' / 'lmms')
+    assert set(samples) == {'chartqa_local_human', 'chartqa_local_augmented'}
+    data = workspace / 'work_dirs' / 'tiny' / 'data'
+    out = workspace / 'work_dirs' / 'eval_for_lmms'
+    evaluate(ChartMoEChat.from_release(release),
+             {s: str(data / 'test' / f'test_{s}.json')
+              for s in ('human', 'augmented')}, str(data), str(out),
+             ['short'], max_new_tokens=16)
+    for split in ('human', 'augmented'):
+        ours = [json.loads(line) for line in (
+            out / f'answers_{split}_short.jsonl').read_text().splitlines()]
+        theirs = sorted(samples[f'chartqa_local_{split}'],
+                        key=lambda s: s['doc_id'])
+        assert len(ours) == len(theirs) > 0
+        for mine, sample in zip(ours, theirs):
+            assert sample['filtered_resps'].strip() == mine['answer']
+            assert sample['target'] == mine['label']
+            if not documented_difference(mine['answer'], mine['label']):
+                assert sample['relaxed_overall'] == float(
+                    mine['correct']['0.05'])
+            routing = sample['routing']
+            assert sum(routing['top1_counts'].values()) == 64
+            assert sum(routing['expert_load'].values()) == pytest.approx(1)
+            assert list(routing['expert_load']) == [
+                'general', 'table', 'json', 'code']
+
+
+def test_lmms_eval_from_a_training_checkpoint(pipeline, workspace):
+    checkpoint = pipeline['sft'][1]
+    samples = run_lmms(
+        workspace, f'pretrained={checkpoint},config={osp.join(CFG, SFT)}.py',
+        'chartqa_local_human', workspace / 'work_dirs' / 'lmms_ckpt', limit=3)
+    rows = samples['chartqa_local_human']
+    assert len(rows) == 3
+    assert all(r['routing']['router_entropy'] >= 0 for r in rows)

@@ -39,6 +39,7 @@ FULL_SIZE = {
     'align_code_e1_gpu8': (LLM + VISION + DENSE, DENSE),
     'lora_e1_gpu8_sft': (LLM + LORA + VISION + MOE, LORA + MOE),
     'qlora_e1_gpu8_sft': (LLM + LORA + VISION + MOE, LORA + MOE),
+    'lora_e1_gpu8_knowledge': (LLM + LORA + VISION + MOE, LORA + MOE),
     'clipmoe_lora_e1_gpu8_sft': (LLM + LORA + CLIP_MOE + MOE,
                                  LORA + MOE + CLIP_MOE),
     'full_e1_gpu8_prefinetune': (LLM + VISION + DENSE, LLM + VISION + DENSE),
@@ -288,11 +289,11 @@ def test_real_release_answers_through_chat_evaluation_and_demo(real_recipe):
             '    max_new_tokens=4)\n'
             'answer, program, report, expert_map = ask(\n'
             '    chat, sys.argv[2], "What is the sum?", True, 8)\n'
-            'print(json.dumps({"results": results["short"], "report": report,\n'
-            '                  "map": expert_map}))\n')
+            'print("RESULT", json.dumps({"results": results["short"],\n'
+            '      "report": report, "map": expert_map}))\n')
     out = standin_run(root, [sys.executable, '-c', code,
                              'data/ChartQA/test/test_human.json', image])
-    shown = json.loads(out.strip().splitlines()[-1])
+    shown = json.loads(out.split('RESULT ', 1)[1].splitlines()[0])
     assert set(shown['results']) == {'Human', 'Averaged'}
     assert shown['report'].startswith(('ran in the sandbox',
                                        'failed in the sandbox'))

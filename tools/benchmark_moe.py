@@ -12,6 +12,7 @@ Needs only torch + transformers (``--tiny-step`` also XTuner and the tiny
 default in work_dirs/tiny).
 """
 import argparse
+import sys
 import statistics
 import time
 
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from xtuner_chartmoe.model import (MoEProjectorConfig, MoEProjectorModel,
-                                   sorted_dispatch)
+                                   run_experts_grouped, sorted_dispatch)
 
 SIZES = {'tiny': (64, 128), 'real': (1024, 4096)}
 
@@ -79,7 +80,8 @@ def bench_row(size, batch, tokens, args):
     if device.type == 'cuda':  # the grouped-GEMM dispatch, for comparison
         route = lambda t: moe.route(t.reshape(-1, dv))
         row['top2_grouped'] = run(lambda t: sorted_dispatch(
-            t.reshape(-1, dv), *route(t)[2:], moe.experts, grouped=True))
+            t.reshape(-1, dv), *route(t)[2:], moe.experts,
+            run_experts_grouped))
     row['reference'] = run(lambda t: reference_loop(moe, t))
     with torch.no_grad():
         diff = (moe(x).float() - reference_loop(moe, x).float()).abs().max()
@@ -139,8 +141,9 @@ def tiny_step(args):
           f"MoE 4x top-2 {results['moe']:.1f} ms, overhead {overhead:+.1f} %")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog='chartmoe benchmark moe', description=__doc__.splitlines()[0])
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--dtype', default='float32')
     parser.add_argument('--sizes', nargs='+', default=['tiny', 'real'])
@@ -151,7 +154,7 @@ def main():
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--threads', type=int)
     parser.add_argument('--tiny-step', action='store_true')
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.tiny_step:
@@ -179,4 +182,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -8,6 +8,7 @@ answers are) and prints the throughput; the goal on a 2-core machine is
 >= 20 programs/s with 2 workers.
 """
 import argparse
+import sys
 import time
 
 from xtuner_chartmoe.evaluation.sandbox import require, run_programs
@@ -22,11 +23,12 @@ PROGRAMS = (
 )
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog='chartmoe benchmark sandbox', description=__doc__.splitlines()[0])
     parser.add_argument('--programs', type=int, default=200)
     parser.add_argument('--workers', type=int, default=2)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     require()  # detection and self-test are not part of the figure
     codes = [PROGRAMS[i % len(PROGRAMS)] for i in range(args.programs)]
     start = time.perf_counter()
@@ -39,4 +41,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -6,17 +6,19 @@ Renders into a fresh temporary folder (deleted afterwards) and prints the
 throughput; the goal on a 2-core machine is >= 30 charts/s.
 """
 import argparse
+import sys
 import tempfile
 import time
 
 from xtuner_chartmoe.dataset.synthesize import synthesize
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog='chartmoe benchmark synth', description=__doc__.splitlines()[0])
     parser.add_argument('--num-charts', type=int, default=300)
     parser.add_argument('--workers', type=int, default=2)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         synthesize(out, args.num_charts, num_workers=args.workers,
@@ -27,4 +29,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

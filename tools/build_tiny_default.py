@@ -3,17 +3,19 @@
     python tools/build_tiny_default.py --out work_dirs/tiny --seed 0
 """
 import argparse
+import sys
 
 from xtuner_chartmoe.tiny import build_tiny_default
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog='chartmoe build-tiny', description=__doc__.splitlines()[0])
     parser.add_argument('--out', default='work_dirs/tiny')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--num-charts', type=int, default=48)
     parser.add_argument('--workers', type=int, default=2)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     paths = build_tiny_default(args.out, args.seed, args.num_charts,
                                args.workers)
     for name, path in paths.items():
@@ -21,4 +23,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -21,16 +21,14 @@ import sys
 
 from xtuner_chartmoe.evaluation.chartqa import evaluate
 from xtuner_chartmoe.evaluation.sandbox import SandboxUnavailable, require
-from xtuner_chartmoe.inference import ChartMoEChat
+from xtuner_chartmoe.inference import add_model_arguments, load_chat
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    model = parser.add_mutually_exclusive_group(required=True)
-    model.add_argument('--release', help='merged release folder')
-    model.add_argument('--config', help='training config (with --checkpoint)')
-    parser.add_argument('--checkpoint')
+        prog='chartmoe eval-chartqa', description=__doc__,
+        formatter_class=argparse.RawTextHelpFormatter)
+    add_model_arguments(parser)
     parser.add_argument('--data-root', required=True)
     parser.add_argument('--image-folder',
                         help='default: <data-root>/png (ChartQA layout)')
@@ -44,32 +42,38 @@ def parse_args():
     parser.add_argument('--force-expert', type=int,
                         help='route every visual token to this expert')
     parser.add_argument('--device')
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
-def main():
-    args = parse_args()
+def fail(message):
+    print(f'error: {message}', file=sys.stderr)
+    return 1
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if args.config and not args.checkpoint:
-        sys.exit('error: --config needs --checkpoint')
+        return fail('--config needs --checkpoint')
     if 'pot' in args.modes:
         try:
             require()
         except SandboxUnavailable as err:
-            sys.exit(f'error: {err}')
+            return fail(err)
     split_files = {s: osp.join(args.data_root, f'test_{s}.json')
                    for s in args.splits}
     for path in split_files.values():
         if not osp.isfile(path):
-            sys.exit(f'error: split file not found: {path}')
-    chat = (ChartMoEChat.from_release(args.release, device=args.device)
-            if args.release else ChartMoEChat.from_checkpoint(
-                args.config, args.checkpoint, device=args.device))
+            return fail(f'split file not found: {path}')
+    try:
+        chat = load_chat(args, device=args.device)
+    except (ValueError, FileNotFoundError) as err:
+        return fail(err)
     if args.force_expert is not None:
         if not chat.is_moe:
-            sys.exit('error: --force-expert needs a MoE connector')
+            return fail('--force-expert needs a MoE connector')
         num_experts = chat.projector.config.num_experts
         if not 0 <= args.force_expert < num_experts:
-            sys.exit(f'error: --force-expert must be in [0, {num_experts})')
+            return fail(f'--force-expert must be in [0, {num_experts})')
         chat.projector.forced_expert = args.force_expert
     _, text = evaluate(chat, split_files,
                        args.image_folder or osp.join(args.data_root, 'png'),
@@ -77,7 +81,8 @@ def main():
                        args.max_new_tokens, args.pot_workers)
     print(text)
     print(f'written to {args.out}/results.txt and results.json')
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -1,42 +1,48 @@
 #!/usr/bin/env bash
-# Create ./.venv with the verified dependency set and install this plugin.
+# Create ./.venv with the verified CPU set and install this plugin into it.
 # Idempotent: a second run only re-checks.
 #   bash tools/setup_env.sh           # what the pipeline and tools need
-#   bash tools/setup_env.sh --test    # + pytest, Chromium, chromedriver and
-#                                     #   tesseract for the web-demo test
+#   bash tools/setup_env.sh --test    # + pytest, selenium, Chromium,
+#                                     #   chromedriver and tesseract (tests)
+# The exact versions: requirements/constraints-cpu.txt (applied with -c).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+PIP=(.venv/bin/pip install -q -c requirements/constraints-cpu.txt)
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-if ! .venv/bin/python -c "import xtuner, torch, torchvision, gradio" 2>/dev/null; then
+if ! .venv/bin/python -c "import xtuner, torch, torchvision, gradio, lmms_eval, deepspeed" 2>/dev/null; then
   .venv/bin/pip install -q --upgrade pip
-  # One pip command: letting pip choose torchvision separately pulls CUDA torch.
-  .venv/bin/pip install -q torch==2.13.0 torchvision==0.28.0 xtuner==0.2.0
-  # The demo; gradio 5 keeps the hub client transformers 4.48 supports.
-  .venv/bin/pip install -q "gradio>=5,<6" "huggingface_hub==0.36.2"
+  # One pip command for torch, torchvision and XTuner: letting pip choose
+  # torchvision separately pulls CUDA torch.
+  "${PIP[@]}" torch torchvision xtuner
+  # The extras: demo (gradio 5 keeps the hub client transformers 4.48
+  # supports) and eval (lmms-eval).
+  "${PIP[@]}" "gradio>=5,<6" huggingface_hub lmms-eval
+  # DeepSpeed builds from source: without its CUDA ops, against this torch.
+  DS_BUILD_OPS=0 "${PIP[@]}" --no-build-isolation deepspeed
 fi
 .venv/bin/pip install -q --no-deps -e .
+# Start-up fixes for XTuner on this stack (xtuner_chartmoe/compat.py): a
+# .pth file whose hooks act only when their module is imported.
+.venv/bin/python -c "import xtuner_chartmoe.compat as c; print('wrote', c.write_pth_file())"
 # The PoT sandbox (xtuner_chartmoe/evaluation/sandbox.py) runs programs
 # under bubblewrap; without it PoT evaluation stops (fails closed).
-if ! command -v bwrap >/dev/null; then
+APT=()
+command -v bwrap >/dev/null || APT+=(bubblewrap)
+if [ "${1:-}" = "--test" ]; then
+  "${PIP[@]}" pytest selenium
+  command -v chromium >/dev/null || APT+=(chromium)
+  command -v chromedriver >/dev/null || APT+=(chromium-driver)
+  command -v tesseract >/dev/null || APT+=(tesseract-ocr)
+fi
+if [ ${#APT[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${APT[@]}" >/dev/null
   else
-    echo "note: install bubblewrap (apt-get install bubblewrap) for PoT" >&2
-  fi
-fi
-# Start-up hook: torchvision beside CPU torch, torchrun and --resume on CPU.
-.venv/bin/python -m xtuner_chartmoe.compat
-if [ "${1:-}" = "--test" ]; then
-  .venv/bin/pip install -q pytest selenium
-  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null \
-      || ! command -v tesseract >/dev/null; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-      chromium chromium-driver tesseract-ocr >/dev/null
+    echo "note: install ${APT[*]} (apt-get) as root" >&2
   fi
 fi
 .venv/bin/python -c "import torchvision.transforms, xtuner.dataset" 2>/dev/null \

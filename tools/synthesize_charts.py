@@ -12,13 +12,13 @@ import argparse
 import sys
 import time
 
-from xtuner_chartmoe.dataset.chart_synth import load_tables
+from xtuner_chartmoe.dataset.quadruples import load_tables
 from xtuner_chartmoe.dataset.synthesize import synthesize
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+        prog='chartmoe synthesize', description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument('out_dir')
     parser.add_argument('--num-charts', type=int, default=100)
     parser.add_argument('--tables', nargs='+',
@@ -26,7 +26,7 @@ def main():
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--workers', type=int, default=2)
     parser.add_argument('--test-fraction', type=float, default=0.25)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     tables = None
     if args.tables:
         try:
@@ -46,4 +46,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -3,8 +3,8 @@ its sandboxed result, and which expert each image patch chose."""
 import os.path as osp
 import tempfile
 
-from .dataset.chart_synth import PROMPTS
-from .evaluation.analysis import draw_expert_map
+from .prompts import PROMPTS
+from .evaluation.routing_report import draw_expert_map
 from .evaluation.chartqa import pot_answers
 from .evaluation.metrics import extract_program
 from .evaluation.sandbox import SandboxUnavailable
@@ -43,8 +43,30 @@ def ask(chat, image_path, question, use_pot, max_new_tokens=256):
     return answer, program, report, expert_map
 
 
-def build_demo(chat, title='ChartMoE chat'):
-    """The gradio Blocks app around a :class:`ChartMoEChat`."""
+def load_examples(path, image_folder=None, count=3):
+    """``[[image, question], ...]`` for the demo's examples: the first
+    ``count`` distinct charts of a ChartQA-format file and a question on
+    each; images under ``image_folder`` (default: the file's parent's
+    parent, the synthesis layout)."""
+    from .evaluation.chartqa import load_split
+    folder = image_folder or osp.dirname(osp.dirname(osp.abspath(path)))
+    examples, seen = [], set()
+    for entry in load_split(path):
+        image = osp.join(folder, entry['imgname'])
+        if image in seen:
+            continue
+        if not osp.isfile(image):
+            raise FileNotFoundError(f'{path}: example chart not found: {image}')
+        seen.add(image)
+        examples.append([image, entry['query']])
+        if len(examples) == count:
+            break
+    return examples
+
+
+def build_demo(chat, title='ChartMoE chat', examples=()):
+    """The gradio Blocks app around a :class:`ChartMoEChat`; ``examples``
+    (``[[image, question]]``) are offered under the inputs."""
     import gradio as gr
     with gr.Blocks(title=title) as demo:
         gr.Markdown(f'## {title}\nUpload a chart and ask about it.')
@@ -64,6 +86,10 @@ def build_demo(chat, title='ChartMoE chat'):
                 report = gr.Textbox(label='Sandbox', elem_id='sandbox')
                 expert_map = gr.Image(label='Top-1 expert per image patch',
                                       elem_id='expert_map')
+        if examples:
+            gr.Examples(examples=[list(e) for e in examples],
+                        inputs=[image, question], label='Example charts',
+                        elem_id='examples')
         button.click(lambda *args: ask(chat, *args),
                      [image, question, use_pot],
                      [answer, program, report, expert_map])

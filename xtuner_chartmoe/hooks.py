@@ -2,7 +2,7 @@
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
-from .evaluation.routing import RoutingStats
+from .evaluation.routing_stats import RoutingStats
 from .model.clip_moe import clip_moe_layers
 
 

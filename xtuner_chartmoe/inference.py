@@ -12,14 +12,27 @@ import os.path as osp
 
 import torch
 from PIL import Image
-from transformers import (AutoModel, AutoModelForCausalLM, AutoTokenizer,
-                          CLIPImageProcessor)
+from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM,
+                          AutoTokenizer, CLIPImageProcessor)
 from xtuner.dataset.utils import expand2square
 from xtuner.utils import DEFAULT_IMAGE_TOKEN
 
+from .compat import fix_internlm2_generation
 from .model.clip_moe import load_clip_vision
+from .model.configuration_moe_projector import MoEProjectorConfig
+from .model.modeling_moe_projector import MoEProjectorModel
+from .model.moe_builder import load_connector
+from .release import RELEASE_MANIFEST
 
-MANIFEST = 'chartmoe.json'
+
+
+def load_projector(path):
+    """The connector saved at ``path``: the MoE connector (checked tensor by
+    tensor) or XTuner's dense projector."""
+    config = AutoConfig.from_pretrained(path, trust_remote_code=True)
+    if config.model_type == MoEProjectorConfig.model_type:
+        return load_connector(path)
+    return AutoModel.from_pretrained(path, trust_remote_code=True)
 
 
 def _device(device):
@@ -58,7 +71,7 @@ class ChartMoEChat:
     def from_release(cls, release_dir, device=None, dtype=None):
         """Load ``llm/``, ``projector/``, ``visual_encoder/`` and
         ``chartmoe.json`` written by ``tools/merge_chartmoe.py``."""
-        manifest_path = osp.join(release_dir, MANIFEST)
+        manifest_path = osp.join(release_dir, RELEASE_MANIFEST)
         if not osp.isfile(manifest_path):
             raise FileNotFoundError(
                 f'{manifest_path} not found: {release_dir} is not a ChartMoE '
@@ -68,18 +81,20 @@ class ChartMoEChat:
         device = _device(device)
         dtype = dtype or (torch.float16
                           if device.type == 'cuda' else torch.float32)
-        load = dict(torch_dtype=dtype, trust_remote_code=True)
         encoder_dir = osp.join(release_dir, 'visual_encoder')
+        llm = AutoModelForCausalLM.from_pretrained(
+            osp.join(release_dir, 'llm'), torch_dtype=dtype,
+            trust_remote_code=True)
+        fix_internlm2_generation(type(llm))
         return cls(
-            llm=AutoModelForCausalLM.from_pretrained(
-                osp.join(release_dir, 'llm'), **load).to(device),
+            llm=llm.to(device),
             tokenizer=AutoTokenizer.from_pretrained(
                 osp.join(release_dir, 'llm'), trust_remote_code=True),
             visual_encoder=load_clip_vision(encoder_dir,
                                             torch_dtype=dtype).to(device),
             image_processor=CLIPImageProcessor.from_pretrained(encoder_dir),
-            projector=AutoModel.from_pretrained(
-                osp.join(release_dir, 'projector'), **load).to(device),
+            projector=load_projector(osp.join(release_dir, 'projector'))
+            .to(device, dtype),
             prompt_template=manifest['prompt_template'],
             visual_select_layer=manifest['visual_select_layer'])
 
@@ -103,7 +118,17 @@ class ChartMoEChat:
 
     @property
     def is_moe(self):
-        return hasattr(self.projector, 'gate')
+        return isinstance(self.projector, MoEProjectorModel)
+
+    def top1_counts(self, index=0):
+        """``{expert name: visual tokens whose best expert it is}`` for
+        image ``index`` of the last batch ({} with a dense connector)."""
+        if self.last_routing is None:
+            return {}
+        names = self.projector.config.expert_names
+        top1 = self.last_routing.selected_experts[index, :, 0]
+        return dict(zip(names, torch.bincount(
+            top1, minlength=len(names)).tolist()))
 
     def pixel_values(self, images):
         """PIL images or paths -> [B, 3, H, W] (padded to square as in
@@ -172,3 +197,28 @@ class ChartMoEChat:
             self.tokenizer.eos_token_id)
         return [self.tokenizer.decode(seq, skip_special_tokens=True).strip()
                 for seq in output]
+
+
+def add_model_arguments(parser, prefix='', required=True, what='the model'):
+    """``--{prefix}release`` or ``--{prefix}config`` + ``--{prefix}checkpoint``
+    (a training config and its ``iter_*.pth`` / DeepSpeed folder)."""
+    group = parser.add_mutually_exclusive_group(required=required)
+    group.add_argument(f'--{prefix}release',
+                       help=f'merged release folder of {what}')
+    group.add_argument(f'--{prefix}config',
+                       help=f'training config of {what} (with '
+                       f'--{prefix}checkpoint)')
+    parser.add_argument(f'--{prefix}checkpoint',
+                        help='checkpoint of that config')
+
+
+def load_chat(args, prefix='', device=None):
+    """The :class:`ChartMoEChat` named by :func:`add_model_arguments`'
+    options (raises ValueError when the config has no checkpoint)."""
+    get = lambda name: getattr(args, f'{prefix}{name}'.replace('-', '_'))
+    if get('release'):
+        return ChartMoEChat.from_release(get('release'), device=device)
+    if not get('checkpoint'):
+        raise ValueError(f'--{prefix}config needs --{prefix}checkpoint')
+    return ChartMoEChat.from_checkpoint(get('config'), get('checkpoint'),
+                                        device=device)

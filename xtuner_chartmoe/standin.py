@@ -266,13 +266,14 @@ def cpu_cfg_options(cfg, samples_per_dataset=2, max_iters=None, nproc=1,
     depth), batch 1 without accumulation or workers (the length-grouped
     sampler's mega-batch shrunk to match), ``samples_per_dataset`` records
     of each data set (single processes to map them), at most ``max_iters``
-    iterations, a warmup of at least one iteration, short EvaluateChatHook
-    generations. Returns a list of ``key=value`` strings."""
+    iterations, a warmup of at least one iteration, every iteration logged,
+    short EvaluateChatHook generations. Returns a list of ``key=value`` strings."""
     options = ['model.llm.torch_dtype=float32', 'env_cfg.dist_cfg.backend=gloo',
                'model.use_activation_checkpointing=False',
                'train_dataloader.batch_size=1',
                'train_dataloader.num_workers=0',
-               'train_dataloader.pin_memory=False']
+               'train_dataloader.pin_memory=False',
+               'default_hooks.logger.interval=1']
     if 'accumulative_counts' in cfg.optim_wrapper:
         options.append('optim_wrapper.accumulative_counts=1')
     if 'per_device_batch_size' in cfg.train_dataloader.get('sampler', {}):

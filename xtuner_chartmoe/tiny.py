@@ -13,7 +13,7 @@ import os.path as osp
 
 import torch
 
-from .dataset.chart_synth import ALIGN_PROMPTS, POT_PROMPT, SHORT_ANSWER_PROMPT
+from .prompts import ALIGN_PROMPTS, POT_PROMPT, SHORT_ANSWER_PROMPT
 from .dataset.synthesize import RECORD_FILES, synthesize
 
 SPECIAL_TOKENS = ['<unk>', '<s>', '</s>', '<pad>', '<|im_start|>',
@@ -38,6 +38,8 @@ def tokenizer_texts(data_dir):
                 if kind == 'chartqa':
                     yield from (record['query'], record['label'],
                                 record['pot'])
+                elif kind == 'knowledge':
+                    yield from (record['question'], record['answer'])
                 else:
                     for turn in record['conversations']:
                         yield turn['value'].replace('<ImageHere>', '')

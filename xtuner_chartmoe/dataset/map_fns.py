@@ -9,7 +9,7 @@ answers with ``'Please give the program of thought in python code. ...'``.
 """
 from xtuner.utils import DEFAULT_IMAGE_TOKEN
 
-from .chart_synth import POT_PROMPT, SHORT_ANSWER_PROMPT
+from ..prompts import POT_PROMPT, SHORT_ANSWER_PROMPT
 
 REFERENCE_IMAGE_TOKEN = '<ImageHere>'
 _ROLES = {'user': 'input', 'human': 'input', 'assistant': 'output',
@@ -66,3 +66,12 @@ def chartgemma_map_fn(example):
     return {'conversation': [{'input': _with_image(example['input']),
                               'output': example['output']}],
             'image': example['image']}
+
+
+def mmc_instruct_map_fn(example):
+    """MMC-Instruct (``image_id``, ``question``, ``answer``; the question may
+    carry ``<image>``): the instruction as is, the image token in front."""
+    question = example['question'].replace(DEFAULT_IMAGE_TOKEN, '')
+    return {'conversation': [{'input': _with_image(question),
+                              'output': example['answer']}],
+            'image': example['image_id']}

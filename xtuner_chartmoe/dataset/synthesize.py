@@ -5,6 +5,7 @@ Layout of ``out_dir``::
     charts/000000.png ...        rendered charts
     quads/000000.json ...        quadruple + questions (written after its PNG)
     align_table.json, align_json.json, align_code.json   ChartMoE format
+    knowledge_mmc.json           chart knowledge, MMC-Instruct format
     sft_chartqa.json             QA, ChartQA format + ``pot`` programs
     test/test_human.json, test/test_augmented.json        ChartQA format
 
@@ -21,10 +22,11 @@ from multiprocessing import Pool
 from tqdm import tqdm
 
 from ..fileio import atomic_write_json
-from .chart_synth import make_quadruple, quadruple_records, render_code
+from .quadruples import make_quadruple, quadruple_records, render_code
 
 RECORD_FILES = {'table': 'align_table.json', 'json': 'align_json.json',
-                'code': 'align_code.json', 'chartqa': 'sft_chartqa.json'}
+                'code': 'align_code.json', 'chartqa': 'sft_chartqa.json',
+                'knowledge': 'knowledge_mmc.json'}
 
 
 def _chart_paths(out_dir, index):

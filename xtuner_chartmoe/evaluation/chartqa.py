@@ -6,7 +6,7 @@ import os.path as osp
 
 from tqdm import tqdm
 
-from ..dataset.chart_synth import PROMPTS
+from ..prompts import PROMPTS
 from ..fileio import atomic_write_json, atomic_write_text
 from .metrics import (TOLERANCES, accuracy_table, extract_program,
                       format_table, normalise_pot_output, relaxed_correct)

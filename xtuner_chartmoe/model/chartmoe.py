@@ -1,5 +1,4 @@
 """``ChartMoEModel``: XTuner's LLaVAModel with a (MoE) connector to choose."""
-import json
 import os.path as osp
 
 import torch
@@ -10,15 +9,14 @@ from xtuner.model.utils import guess_load_checkpoint
 from xtuner.registry import BUILDER
 
 from ..compat import fix_internlm2_generation
+from ..fileio import atomic_write_json
+from ..release import HF_MANIFEST
 from .checkpoint import load_checkpoint
 from .clip_moe import clip_moe_layers, upcycle_clip_mlps
 from .losses import balance_loss, router_z_loss
 from .modeling_moe_projector import MoEProjectorModel
 from .moe_builder import (build_moe_projector, load_connector,
                           load_dense_projector_state)
-
-HF_MANIFEST = 'chartmoe_hf.json'
-
 
 class QLoRANeedsCUDA(SystemExit):
     """A quantized (QLoRA) LLM was asked for on a machine without CUDA;
@@ -240,8 +238,7 @@ class ChartMoEModel(LLaVAModel):
             'prompt_template': dict(cfg.prompt_template),
             'visual_select_layer': self.visual_select_layer,
         }
-        with open(osp.join(save_dir, HF_MANIFEST), 'w') as f:
-            json.dump(manifest, f, indent=1)
+        atomic_write_json(osp.join(save_dir, HF_MANIFEST), manifest)
 
 
 BUILDER.register_module(module=ChartMoEModel)

@@ -7,6 +7,9 @@ with read_base():
 
 expert = 'json'
 data_path = data_root + f'align_{expert}.json'
-train_dataloader.dataset.data_path = data_path
+train_dataset.data_path = data_path
+train_dataloader.dataset = train_dataset
 evaluation_inputs = ['Describe the chart as a JSON object.']
-custom_hooks[1].evaluation_inputs = evaluation_inputs
+for hook in custom_hooks:
+    if hook.type is EvaluateChatHook:
+        hook.evaluation_inputs = evaluation_inputs

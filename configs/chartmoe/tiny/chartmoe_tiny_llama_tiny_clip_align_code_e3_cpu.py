@@ -7,4 +7,5 @@ with read_base():
 
 expert = 'code'
 data_path = data_root + f'align_{expert}.json'
-train_dataloader.dataset.dataset.data_path = data_path
+train_dataset.data_path = data_path
+train_dataloader.dataset.dataset = train_dataset

@@ -12,7 +12,7 @@ from PIL import Image  # noqa: E402
 from xtuner.dataset.utils import expand2square  # noqa: E402
 
 from ..fileio import atomic_write_json  # noqa: E402
-from .routing import RoutingStats  # noqa: E402
+from .routing_stats import RoutingChange, RoutingStats  # noqa: E402
 
 EXPERT_COLOURS = ('#7f7f7f', '#1f77b4', '#2ca02c', '#d62728', '#9467bd',
                   '#ff7f0e', '#8c564b', '#e377c2')
@@ -88,3 +88,60 @@ def analyse(chat, image_paths, out_dir, num_maps=4, batch_size=8):
     atomic_write_json(osp.join(out_dir, 'routing_stats.json'), result)
     plot_distribution(result, osp.join(out_dir, 'expert_distribution.png'))
     return result, maps
+
+
+def plot_routing_change(change, out_path):
+    """Top-1 transitions from model A to model B (heat map, row-normalised)
+    and the share of each expert's tokens that moved elsewhere."""
+    names = change['expert_names']
+    counts = np.array(change['transitions'], dtype=float)
+    shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100)
+    image = left.imshow(shares, cmap='Blues', vmin=0, vmax=1)
+    left.set_xticks(range(len(names)))
+    left.set_xticklabels(names, rotation=30)
+    left.set_yticks(range(len(names)))
+    left.set_yticklabels(names)
+    left.set_xlabel('top-1 expert, B')
+    left.set_ylabel('top-1 expert, A')
+    for (i, j), value in np.ndenumerate(shares):
+        left.text(j, i, f'{value:.2f}', ha='center', va='center', fontsize=7)
+    fig.colorbar(image, ax=left, fraction=0.046)
+    moved = [change['per_expert'][n] or 0.0 for n in names]
+    right.bar(range(len(names)), moved,
+              color=[EXPERT_COLOURS[i % len(EXPERT_COLOURS)]
+                     for i in range(len(names))])
+    right.set_xticks(range(len(names)))
+    right.set_xticklabels(names, rotation=30)
+    right.set_ylim(0, 1)
+    right.set_ylabel("share of A's tokens moved")
+    right.set_title(f"top-1 changed {change['top1_changed']:.1%}, top-k set "
+                    f"changed {change['set_changed']:.1%}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out_path)
+    plt.close(fig)
+
+
+def compare_routing(chat_a, chat_b, image_paths, out_dir, batch_size=8):
+    """Route the same images through two MoE models (two checkpoints of a
+    run, say); write ``routing_change.json`` (:class:`RoutingChange`) and
+    ``routing_change.png``. Returns the statistics."""
+    for chat in (chat_a, chat_b):
+        if not chat.is_moe:
+            raise ValueError('both models need a MoE connector')
+    config = chat_a.projector.config
+    if config.num_experts != chat_b.projector.config.num_experts:
+        raise ValueError('the two connectors have different numbers of '
+                         'experts')
+    os.makedirs(out_dir, exist_ok=True)
+    change = RoutingChange(config.num_experts, config.expert_names)
+    for start in range(0, len(image_paths), batch_size):
+        batch = image_paths[start:start + batch_size]
+        chat_a.encode_images(batch)
+        chat_b.encode_images(batch)
+        change.update(chat_a.last_routing.selected_experts,
+                      chat_b.last_routing.selected_experts)
+    result = change.result()
+    atomic_write_json(osp.join(out_dir, 'routing_change.json'), result)
+    plot_routing_change(result, osp.join(out_dir, 'routing_change.png'))
+    return result

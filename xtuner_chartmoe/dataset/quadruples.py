@@ -13,6 +13,8 @@ import csv
 import json
 import random
 
+from ..prompts import ALIGN_PROMPTS
+
 CHART_TYPES = ('vertical_bar', 'horizontal_bar', 'grouped_bar', 'stacked_bar',
                'line', 'pie', 'scatter', 'area')
 MULTI_SERIES_TYPES = ('grouped_bar', 'stacked_bar', 'line', 'area')
@@ -31,15 +33,6 @@ TOPICS = (
     ('Age group', ['18-24', '25-34', '35-44', '45-54', '55-64', '65+'],
      ['Share', 'Users', 'Spending'], 'percent'),
 )
-ALIGN_PROMPTS = {
-    'table': 'Convert the chart into a data table.',
-    'json': 'Describe the chart as a JSON object.',
-    'code': 'Write the Python matplotlib code that draws this chart.',
-}
-SHORT_ANSWER_PROMPT = 'Answer the question using a single word or phrase.'
-POT_PROMPT = ('Please give the program of thought in python code. Use print '
-              'function to output the answer in the end.')
-PROMPTS = {'short': SHORT_ANSWER_PROMPT, 'pot': POT_PROMPT}  # by answer mode
 
 _PREAMBLE = '''import matplotlib
 matplotlib.use('Agg')
@@ -289,13 +282,41 @@ def make_quadruple(seed, index, chart_type=None, table=None):
     }
 
 
+def knowledge_instructions(quad):
+    """Chart-knowledge instructions in the manner of MMC-Instruct (chart
+    type, title, axes, extremes, a summary), answered from the
+    quadruple: ``[{'question', 'answer'}]``."""
+    spec, table = quad['json'], quad['table']
+    kind = spec['chart_type'].replace('_', ' ')
+    x_name, names = table['header'][0], table['header'][1:]
+    lines = []
+    for i, name in enumerate(names, start=1):
+        values = [(row[i], row[0]) for row in table['rows']]
+        (high, at_high), (low, at_low) = max(values), min(values)
+        lines.append(f'{name} is highest for {at_high} ({high}) and lowest '
+                     f'for {at_low} ({low}).')
+    return [
+        {'question': 'What type of chart is shown?',
+         'answer': f'It is a {kind} chart.'},
+        {'question': 'What is the title of the chart, and what does the '
+                     'horizontal axis show?',
+         'answer': f"The title is \"{spec['title']}\"; the horizontal axis "
+                   f'shows {x_name}.'},
+        {'question': 'Summarize what the chart shows.',
+         'answer': f"The {kind} chart shows {' and '.join(names)} by "
+                   f"{x_name}, in {table['unit']}. " + ' '.join(lines)},
+    ]
+
+
 def quadruple_records(quad, image):
     """Records of one quadruple: ``{'table': [..], 'json': [..], 'code':
-    [..], 'chartqa': [..]}``. Align records are in the ChartMoE reference
-    format (``image`` list, ``<ImageHere>``, ``user``/``assistant``; read
-    with ``chartmoe_map_fn``); QA entries in ChartQA format (``imgname``,
-    ``query``, ``label``) plus the ``pot`` program (``chartqa_map_fn`` /
-    ``chartqa_pot_map_fn``)."""
+    [..], 'chartqa': [..], 'knowledge': [..]}``. Align records are in the
+    ChartMoE reference format (``image`` list, ``<ImageHere>``,
+    ``user``/``assistant``; read with ``chartmoe_map_fn``); QA entries in
+    ChartQA format (``imgname``, ``query``, ``label``) plus the ``pot``
+    program (``chartqa_map_fn`` / ``chartqa_pot_map_fn``); knowledge
+    instructions in MMC-Instruct's format (``image_id``, ``question``,
+    ``answer``; ``mmc_instruct_map_fn``)."""
     index = quad['index']
     answers = {'table': quad['table_text'],
                'json': json.dumps(quad['json'], ensure_ascii=False),
@@ -308,4 +329,6 @@ def quadruple_records(quad, image):
     records['chartqa'] = [{'imgname': image, 'query': qa['question'],
                            'label': qa['answer'], 'pot': qa['pot']}
                           for qa in quad['questions']]
+    records['knowledge'] = [{'image_id': image, **qa}
+                            for qa in knowledge_instructions(quad)]
     return records

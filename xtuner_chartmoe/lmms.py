@@ -1,0 +1,117 @@
+"""ChartMoE as an lmms-eval model (``--model chartmoe``), and a local ChartQA
+task for it.
+
+The model registers through lmms-eval's ``lmms_eval.models`` entry-point
+group (``setup.py``: ``chartmoe = xtuner_chartmoe.lmms:manifest``), so once
+this package is installed::
+
+    python -m lmms_eval --model chartmoe \\
+        --model_args pretrained=work_dirs/chartmoe_tiny,batch_size=8 \\
+        --tasks chartqa_local --include_path "$(python -m xtuner_chartmoe.lmms)" \\
+        --log_samples --output_path work_dirs/lmms
+
+``pretrained`` is a release folder (``tools/merge_chartmoe.py``) or a
+training checkpoint with its config (``pretrained=iter_N.pth,config=CFG.py``).
+``generate_until`` answers in batches of ``batch_size`` (greedy,
+``max_new_tokens`` from the task, cut at its ``until`` strings) and keeps
+each sample's routing (share of the top-k slots and top-1 count per expert,
+mean router entropy over the visual tokens) for the task to log.
+
+The task folder (:data:`TASKS_DIR`, printed by ``python -m
+xtuner_chartmoe.lmms``) holds ``chartqa_local``: ChartQA-format splits
+(``imgname``, ``query``, ``label``; our synthesis's ``test/test_*.json`` or
+ChartQA's own) under ``test/`` of the directory lmms-eval runs in, images in
+``test/png/`` or at ``imgname`` itself, scored by lmms-eval's own ChartQA
+metric, with each sample's routing in the logged samples.
+"""
+import os.path as osp
+
+TASKS_DIR = osp.join(osp.dirname(osp.abspath(__file__)), 'lmms_tasks')
+# (task name, doc id) -> routing of that sample, filled by the model and
+# read by the task's process_results (the same process)
+ROUTING = {}
+
+
+def manifest():
+    """The entry point: lmms-eval's model manifest for ``chartmoe``."""
+    from lmms_eval.models.registry_v2 import ModelManifest
+    return ModelManifest(model_id='chartmoe',
+                         simple_class_path='xtuner_chartmoe.lmms.ChartMoELmms')
+
+
+def sample_routing(probs, selected, expert_names):
+    """One sample's routing: ``probs [T, E]``, ``selected [T, k]`` ->
+    ``{'expert_load': {name: share of slots}, 'top1_counts': {name: n},
+    'router_entropy': mean entropy}``."""
+    import torch
+    num_experts = len(expert_names)
+    slots = torch.bincount(selected.reshape(-1), minlength=num_experts)
+    top1 = torch.bincount(selected[:, 0], minlength=num_experts)
+    entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1).mean()
+    return {'expert_load': {n: float(s) / float(slots.sum())
+                            for n, s in zip(expert_names, slots)},
+            'top1_counts': dict(zip(expert_names, top1.tolist())),
+            'router_entropy': float(entropy)}
+
+
+def _lmms_base():
+    from lmms_eval.api.model import lmms
+    return lmms
+
+
+class ChartMoELmms(_lmms_base()):
+    """lmms-eval model around :class:`~xtuner_chartmoe.inference.ChartMoEChat`
+    (see the module docstring). ``generate_until(requests)`` -> replies."""
+
+    def __init__(self, pretrained, config=None, device=None, batch_size=1,
+                 max_new_tokens=64, **kwargs):
+        super().__init__()
+        from .inference import ChartMoEChat
+        if config:
+            self.chat = ChartMoEChat.from_checkpoint(config, pretrained,
+                                                     device=device)
+        else:
+            self.chat = ChartMoEChat.from_release(pretrained, device=device)
+        self.batch_size = int(batch_size)
+        self.max_new_tokens = int(max_new_tokens)
+
+    def generate_until(self, requests):
+        from tqdm import tqdm
+        replies = []
+        for start in tqdm(range(0, len(requests), self.batch_size),
+                          desc='chartmoe', disable=self.rank != 0):
+            batch = [r.args for r in requests[start:start + self.batch_size]]
+            replies += self._answer(batch)
+        return replies
+
+    def _answer(self, batch):
+        images, questions = [], []
+        for context, _, doc_to_visual, doc_id, task, split in batch:
+            visuals = doc_to_visual(self.task_dict[task][split][doc_id])
+            images.append(visuals[0].convert('RGB'))
+            questions.append(context)
+        gen_kwargs = batch[0][1]
+        answers = self.chat.answer(
+            images, questions, int(gen_kwargs.get(
+                'max_new_tokens', self.max_new_tokens)))
+        until = gen_kwargs.get('until') or []
+        for stop in [until] if isinstance(until, str) else until:
+            answers = [a.split(stop)[0] for a in answers]
+        routing = self.chat.last_routing
+        if routing is not None:
+            names = self.chat.projector.config.expert_names
+            for i, (_, _, _, doc_id, task, _) in enumerate(batch):
+                ROUTING[(task, doc_id)] = sample_routing(
+                    routing.router_probs[i].float().cpu(),
+                    routing.selected_experts[i].cpu(), names)
+        return answers
+
+    def loglikelihood(self, requests):
+        raise NotImplementedError('chartmoe answers by generation only')
+
+    def generate_until_multi_round(self, requests):
+        raise NotImplementedError('chartmoe answers one round')
+
+
+if __name__ == '__main__':
+    print(TASKS_DIR)
