@@ -207,6 +207,23 @@ def test_clip_moe_sft_trains_converts_and_merges(pipeline, workspace):
     data = workspace / 'work_dirs' / 'tiny' / 'data'
     assert len(chat.answer([str(data / 'charts' / '000015.png')], ['Q?'],
                            max_new_tokens=4)) == 1
+    # the transformers-native release carries the CLIP MoE too
+    run_tool(['-m', 'xtuner.tools.model_converters.pth_to_hf',
+              osp.join(CFG, name + '.py'), checkpoint,
+              'work_dirs/hf_native_clipmoe', '--save-format', 'huggingface'],
+             cwd=workspace)
+    model, _, _, pairs = hf_native_and_release_answers(
+        workspace, str(workspace / 'work_dirs' / 'hf_native_clipmoe'),
+        workspace / 'work_dirs' / 'release_clipmoe')
+    assert isinstance(model.vision_tower.vision_model.encoder.layers[2].mlp,
+                      torch.nn.Module)
+    assert type(model.vision_tower.vision_model.encoder.layers[2].mlp
+                ).__name__ == 'CLIPMoEMLP'
+    assert torch.equal(
+        model.vision_tower.vision_model.encoder.layers[2].mlp.gate.weight,
+        mlp.gate.weight)
+    for theirs, ours in pairs:
+        assert theirs == ours
 
 
 def test_prefinetune_trains_the_whole_model(pipeline, workspace):
@@ -436,3 +453,78 @@ def test_lmms_eval_from_a_training_checkpoint(pipeline, workspace):
     rows = samples['chartqa_local_human']
     assert len(rows) == 3
     assert all(r['routing']['router_entropy'] >= 0 for r in rows)
+
+
+def hf_native_and_release_answers(workspace, hf_dir, release, dtype=None):
+    """Greedy replies of the transformers-native release (plain
+    transformers: AutoModelForImageTextToText, AutoProcessor, the chat
+    template) and of our own inference from the XTuner-format release."""
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from xtuner_chartmoe.inference import ChartMoEChat
+    from xtuner_chartmoe.prompts import PROMPTS
+    kwargs = {'torch_dtype': dtype} if dtype else {}
+    model = AutoModelForImageTextToText.from_pretrained(
+        hf_dir, trust_remote_code=True, **kwargs).eval()
+    processor = AutoProcessor.from_pretrained(hf_dir, trust_remote_code=True)
+    chat = ChartMoEChat.from_release(str(release))
+    data = workspace / 'work_dirs' / 'tiny' / 'data'
+    tests = json.loads((data / 'test' / 'test_human.json').read_text())[:3]
+    pairs = []
+    for entry, mode in zip(tests, ('short', 'pot', 'pot')):
+        image = Image.open(data / entry['imgname'])
+        question = PROMPTS[mode] + entry['query']
+        messages = [{'role': 'user', 'content': [
+            {'type': 'image'}, {'type': 'text', 'text': question}]}]
+        prompt = processor.apply_chat_template(messages,
+                                               add_generation_prompt=True)
+        inputs = processor(images=image, text=prompt)
+        output = model.generate(**inputs, max_new_tokens=24)
+        theirs = processor.batch_decode(
+            output[:, inputs['input_ids'].shape[1]:],
+            skip_special_tokens=True)[0].strip()
+        pairs.append((theirs, chat.answer([image], [question], 24)[0]))
+    return model, processor, inputs, pairs
+
+
+def test_transformers_native_release(pipeline, workspace):
+    """`pth_to_hf --save-format huggingface`: plain transformers loads it
+    and answers with our own inference's tokens; the routing can be read;
+    it loads in bf16 and fp16 with every float parameter cast."""
+    hf_dir = workspace / 'work_dirs' / 'hf_native'
+    run_tool(['-m', 'xtuner.tools.model_converters.pth_to_hf',
+              osp.join(CFG, SFT + '.py'), pipeline['sft'][1], str(hf_dir),
+              '--save-format', 'huggingface'], cwd=workspace)
+    config = json.loads((hf_dir / 'config.json').read_text())
+    assert config['auto_map']['AutoModelForImageTextToText'] == \
+        'modeling_chartmoe.ChartMoEForConditionalGeneration'
+    assert (hf_dir / 'chat_template.json').is_file()
+    model, processor, inputs, pairs = hf_native_and_release_answers(
+        workspace, str(hf_dir), workspace / 'work_dirs' / 'release')
+    for theirs, ours in pairs:
+        assert theirs == ours
+    assert sum(len(ours) for _, ours in pairs) > 10  # not all empty
+    assert (inputs['input_ids'] == config['image_token_index']).sum() == 64
+    with torch.no_grad():
+        out = model(**inputs, output_router_logits=True)
+    assert out.router_logits.shape == (1, 64, 4)
+    assert out.router_logits.dtype == torch.float32
+    assert out.selected_experts.shape == (1, 64, 2)
+    from transformers import AutoModelForImageTextToText
+    for dtype in (torch.bfloat16, torch.float16):
+        low = AutoModelForImageTextToText.from_pretrained(
+            hf_dir, trust_remote_code=True, torch_dtype=dtype)
+        assert {p.dtype for p in low.parameters()} == {dtype}
+        with torch.no_grad():
+            routed = low(**inputs, output_router_logits=True)
+        assert routed.router_logits.dtype == torch.float32
+
+
+def test_official_save_format_is_refused_clearly(pipeline, workspace):
+    result = run_tool(['-m', 'xtuner.tools.model_converters.pth_to_hf',
+                       osp.join(CFG, SFT + '.py'), pipeline['sft'][1],
+                       'work_dirs/official', '--save-format', 'official'],
+                      cwd=workspace, check=False)
+    assert result.returncode != 0
+    assert 'no place for a MoE connector' in result.stderr

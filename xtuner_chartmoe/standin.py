@@ -12,8 +12,8 @@ writes a folder in which they run unchanged:
   checkpoint; a tokenizer carrying InternLM2's chat tokens at their ids
   (``<|im_start|>`` 92543, ``<|im_end|>`` 92542, ...), a byte-level BPE
   trained on the data and padded to the 92544-token vocabulary;
-- ``data/``: the ChartMoE-Align, ChartQA (train, test), PoT and ChartGemma
-  files the configs read, from charts rendered here;
+- ``data/``: the ChartMoE-Align, MMC-Instruct, ChartQA (train, test), PoT
+  and ChartGemma files the configs read, from charts rendered here;
 - ``pretrained/llava-internlm2-7b-pretrain/iter_2181.pth``: a general
   projector (1024 -> 4096) in XTuner's pretrain checkpoint layout.
 
@@ -200,6 +200,15 @@ def write_standin_data(root, num_charts=8, seed=0):
          for e in qa], align, osp.join(root, 'data', 'ChartGemma', 'images'),
         'image')
     _write_json(osp.join(root, 'data', 'ChartGemma', 'chartgemma.json'), gemma)
+    with open(osp.join(align, 'knowledge_mmc.json')) as f:
+        knowledge = json.load(f)
+    mmc = osp.join(root, 'data', 'MMC', 'MMC-Instruction')
+    for part in ('arxiv', 'non-arxiv'):  # MMC-Instruct's jsonl + images
+        records = _copy_images([dict(r) for r in knowledge], align, osp.join(
+            mmc, f'mmc_instruction_{part}_images'), 'image_id')
+        with open(osp.join(mmc, f'mmc_instruction_{part}_text.jsonl'),
+                  'w') as f:
+            f.writelines(json.dumps(r) + '\n' for r in records)
     for split in ('human', 'augmented'):
         with open(osp.join(align, 'test', f'test_{split}.json')) as f:
             test = _copy_images(json.load(f), align,

@@ -216,18 +216,41 @@ class ChartMoEModel(LLaVAModel):
                 [router_z_loss(logits) for _, _, logits in routings]).mean()
         return losses
 
+    def materialized(self, cfg):
+        """This model with real tensors everywhere: ``pth_to_hf`` builds it
+        on the meta device and fills in only the trained tensors, which is
+        enough for XTuner's layout but not for a whole-model format. Then a
+        model is built from ``cfg`` (reading the pretrained LLM and vision
+        tower) and the trained tensors are copied into it."""
+        state = nn.Module.state_dict(self)
+        if not any(t.is_meta for t in state.values()):
+            return self
+        full = BUILDER.build(cfg.model)
+        full.load_state_dict({k: v for k, v in state.items()
+                              if not v.is_meta}, strict=False)
+        return full
+
     def to_hf(self, cfg, save_dir, fp32=False, save_pretrained_kwargs={},
               save_format='xtuner', **kwargs):
-        """Write ``llm_adapter/`` (or the LLM), ``projector/`` (the MoE
-        connector with its code, reloadable by ``AutoModel``), the visual
-        encoder if trained, in XTuner's layout, plus ``chartmoe_hf.json``
-        (what ``tools/merge_chartmoe.py`` needs, resolved from ``cfg``). Other
-        formats hard-code a dense projector."""
+        """``pth_to_hf``: ``save_format='xtuner'`` writes ``llm_adapter/``
+        (or the LLM), ``projector/`` (the MoE connector with its code,
+        reloadable by ``AutoModel``), the visual encoder if trained, in
+        XTuner's layout, plus ``chartmoe_hf.json`` (what
+        ``tools/merge_chartmoe.py`` needs, resolved from ``cfg``);
+        ``'huggingface'`` writes a transformers-native release
+        (:mod:`xtuner_chartmoe.hf_native`). LLaVA's ``'official'`` format
+        has no place for a MoE connector."""
+        if save_format == 'huggingface':
+            from ..hf_native import export_huggingface
+            export_huggingface(self.materialized(cfg), cfg, save_dir, fp32)
+            return
         if save_format != 'xtuner':
             raise NotImplementedError(
-                f"save_format={save_format!r} is not supported by "
-                "ChartMoEModel: the 'huggingface' and 'official' LLaVA formats "
-                "have no place for a MoE connector. Use --save-format xtuner.")
+                f'save_format={save_format!r} is not supported by '
+                "ChartMoEModel: LLaVA's official format has a dense "
+                "mm_projector and no place for a MoE connector. Use "
+                "--save-format xtuner (then tools/merge_chartmoe.py) or "
+                '--save-format huggingface.')
         self.to_xtuner_llava(cfg, save_dir, fp32, save_pretrained_kwargs)
         manifest = {
             'llm': cfg.model.llm.pretrained_model_name_or_path,
