@@ -55,3 +55,56 @@ def tiny_connector(workspace):
                   'upcycle', str(path), '--projectors',
                   'work_dirs/tiny/general_projector'], cwd=workspace)
     return path
+
+
+def build_tiny_model(workspace, **kwargs):
+    """A ChartMoEModel on the tiny default (LLM frozen, no activation
+    checkpointing unless ``kwargs`` say otherwise), seeded."""
+    import torch
+    from transformers import AutoModelForCausalLM, CLIPVisionModel
+
+    from xtuner_chartmoe.model import ChartMoEModel
+    tiny = workspace / 'work_dirs' / 'tiny'
+    options = dict(freeze_llm=True, use_activation_checkpointing=False)
+    options.update(kwargs)
+    torch.manual_seed(0)
+    return ChartMoEModel(
+        llm=AutoModelForCausalLM.from_pretrained(tiny / 'llm'),
+        visual_encoder=CLIPVisionModel.from_pretrained(tiny / 'clip'),
+        **options)
+
+
+@pytest.fixture(scope='session')
+def tiny_batches(workspace):
+    """Two collated batches of 4 chart-QA samples of the tiny default."""
+    from transformers import AutoTokenizer, CLIPImageProcessor
+    from xtuner.dataset.collate_fns import default_collate_fn
+    from xtuner.dataset.map_fns import template_map_fn_factory
+    from xtuner.utils import PROMPT_TEMPLATE
+
+    from xtuner_chartmoe.dataset import ChartLLaVADataset, chartqa_map_fn
+    tiny = workspace / 'work_dirs' / 'tiny'
+    dataset = ChartLLaVADataset(
+        image_folder=str(tiny / 'data'),
+        data_path=str(tiny / 'data' / 'sft_chartqa.json'),
+        image_processor=CLIPImageProcessor.from_pretrained(tiny / 'clip'),
+        tokenizer=AutoTokenizer.from_pretrained(tiny / 'llm'),
+        dataset_map_fn=chartqa_map_fn, template_map_fn=template_map_fn_factory(
+            PROMPT_TEMPLATE.internlm2_chat), max_length=512,
+        pad_image_to_square=True, map_num_proc=1)
+    return [default_collate_fn([dataset[i] for i in range(j, j + 4)])
+            for j in (0, 4)]
+
+
+def model_loss(model, batch):
+    """The loss dict of ``model`` on a copy of ``batch``."""
+    import torch
+    data = {k: (v.clone() if torch.is_tensor(v) else v)
+            for k, v in batch['data'].items()}
+    return model(data, mode='loss')
+
+
+def training_losses(work_dir):
+    """The losses logged by the newest run in ``work_dir``."""
+    from xtuner_chartmoe.run_log import logged_scalars
+    return [row['loss'] for row in logged_scalars(work_dir)]

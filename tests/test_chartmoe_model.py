@@ -1,14 +1,8 @@
 """ChartMoEModel in-process on the tiny default."""
 import pytest
 import torch
-from transformers import (AutoModelForCausalLM, AutoTokenizer,
-                          CLIPImageProcessor, CLIPVisionModel)
-from xtuner.dataset.collate_fns import default_collate_fn
-from xtuner.dataset.map_fns import template_map_fn_factory
-from xtuner.utils import PROMPT_TEMPLATE
 
-from xtuner_chartmoe.dataset import ChartLLaVADataset, chartqa_map_fn
-from xtuner_chartmoe.model import ChartMoEModel
+from conftest import build_tiny_model, model_loss
 
 
 @pytest.fixture(scope='module')
@@ -19,65 +13,47 @@ def tiny(workspace):
 
 
 @pytest.fixture(scope='module')
-def batch(tiny):
-    dataset = ChartLLaVADataset(
-        image_folder=tiny['data'],
-        image_processor=CLIPImageProcessor.from_pretrained(tiny['clip']),
-        data_path=tiny['data'] + '/sft_chartqa.json',
-        tokenizer=AutoTokenizer.from_pretrained(tiny['llm']),
-        dataset_map_fn=chartqa_map_fn,
-        template_map_fn=template_map_fn_factory(
-            PROMPT_TEMPLATE.internlm2_chat),
-        max_length=512, pad_image_to_square=True, map_num_proc=1)
-    return default_collate_fn([dataset[i] for i in range(4)])
+def batch(tiny_batches):
+    return tiny_batches[0]
 
 
-def build(tiny, **kwargs):
-    torch.manual_seed(0)
-    return ChartMoEModel(
-        llm=AutoModelForCausalLM.from_pretrained(tiny['llm']),
-        visual_encoder=CLIPVisionModel.from_pretrained(tiny['clip']),
-        freeze_llm=True, freeze_visual_encoder=True,
-        use_activation_checkpointing=False, **kwargs)
+@pytest.fixture
+def build(workspace):
+    return lambda _tiny, **kwargs: build_tiny_model(
+        workspace, freeze_visual_encoder=True, **kwargs)
 
 
-def loss_of(model, batch, **_):
-    data = {k: (v.clone() if torch.is_tensor(v) else v)
-            for k, v in batch['data'].items()}
-    return model(data, mode='loss')
-
-
-def test_upcycled_moe_gives_the_dense_models_loss(tiny, batch):
+def test_upcycled_moe_gives_the_dense_models_loss(tiny, batch, build):
     dense = build(tiny, projector_init=tiny['general_projector']).eval()
     moe = build(tiny, moe_projector=dict(
         mode='upcycle', expert_projectors=[tiny['general_projector']])).eval()
     assert moe.is_moe and not dense.is_moe
     with torch.no_grad():
-        dense_loss = loss_of(dense, batch)['loss']
-        moe_loss = loss_of(moe, batch)['loss']
+        dense_loss = model_loss(dense, batch)['loss']
+        moe_loss = model_loss(moe, batch)['loss']
     torch.testing.assert_close(moe_loss, dense_loss, atol=1e-5, rtol=0)
     routing = moe.last_routing
     assert routing.selected_experts.shape[:2] == (4, 64)  # 112/14 = 8x8
 
 
-def test_aux_losses_are_added_and_logged_separately(tiny, batch):
+def test_aux_losses_are_added_and_logged_separately(tiny, batch, build):
     model = build(tiny, balance_loss_coef=0.1, z_loss_coef=0.01,
                   moe_projector=dict(mode='random', expert_projectors=[
                       tiny['general_projector']]))
-    losses = loss_of(model, batch)
+    losses = model_loss(model, batch)
     assert set(losses) == {'loss', 'balance_loss', 'z_loss'}
     assert losses['balance_loss'].item() >= 0.1 * 0.99  # balance loss >= 1
     sum(losses.values()).backward()
     assert model.projector.gate.weight.grad.abs().sum() > 0
 
 
-def test_aux_losses_off_by_default(tiny, batch):
+def test_aux_losses_off_by_default(tiny, batch, build):
     model = build(tiny, moe_projector=dict(
         mode='upcycle', expert_projectors=[tiny['general_projector']]))
-    assert set(loss_of(model, batch)) == {'loss'}
+    assert set(model_loss(model, batch)) == {'loss'}
 
 
-def test_checkpoint_state_dict_keeps_the_moe_connector(tiny):
+def test_checkpoint_state_dict_keeps_the_moe_connector(tiny, build):
     model = build(tiny, moe_projector=dict(
         mode='upcycle', expert_projectors=[tiny['general_projector']]))
     keys = set(model.state_dict())
@@ -86,7 +62,7 @@ def test_checkpoint_state_dict_keeps_the_moe_connector(tiny):
     assert not any(k.startswith('llm.') for k in keys)  # frozen, no LoRA
 
 
-def test_bad_connector_arguments(tiny, tmp_path):
+def test_bad_connector_arguments(tiny, tmp_path, build):
     with pytest.raises(ValueError, match='either projector_init'):
         build(tiny, projector_init=tiny['general_projector'],
               moe_projector=dict(pretrained='x'))
@@ -97,8 +73,28 @@ def test_bad_connector_arguments(tiny, tmp_path):
         build(tiny, projector_init=str(tmp_path / 'nowhere'))
 
 
-def test_other_save_formats_are_refused(tiny, tmp_path):
+def test_official_save_format_is_refused(tiny, tmp_path, build):
     model = build(tiny, moe_projector=dict(
         mode='upcycle', expert_projectors=[tiny['general_projector']]))
-    with pytest.raises(NotImplementedError, match='--save-format xtuner'):
-        model.to_hf(cfg=None, save_dir=str(tmp_path), save_format='huggingface')
+    with pytest.raises(NotImplementedError, match='no place for a MoE'):
+        model.to_hf(cfg=None, save_dir=str(tmp_path), save_format='official')
+    assert not list(tmp_path.iterdir())
+
+
+def test_lora_adapter_and_connector_reload_through_pretrained_pth(
+        tiny, tmp_path, build):
+    """One load path: a checkpoint of this model, saved as mmengine saves
+    it (XTuner's state-dict filter), restores exactly its trained tensors."""
+    from peft import LoraConfig
+    lora = LoraConfig(r=4, lora_alpha=4, task_type='CAUSAL_LM')
+    moe = dict(mode='random', expert_projectors=[tiny['general_projector']])
+    trained = build(tiny, moe_projector=moe, llm_lora=lora)
+    for name, param in trained.named_parameters():
+        if param.requires_grad:
+            param.data.normal_()
+    state = trained.state_dict()
+    torch.save({'state_dict': state}, tmp_path / 'iter_1.pth')
+    reloaded = build(tiny, moe_projector=moe, llm_lora=lora,
+                     pretrained_pth=str(tmp_path / 'iter_1.pth'))
+    for key, value in reloaded.state_dict().items():
+        assert torch.equal(value, state[key]), key

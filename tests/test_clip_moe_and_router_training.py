@@ -3,15 +3,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers import (AutoModelForCausalLM, AutoTokenizer,
-                          CLIPImageProcessor, CLIPVisionModel)
-from xtuner.dataset.collate_fns import default_collate_fn
-from xtuner.dataset.map_fns import template_map_fn_factory
-from xtuner.utils import PROMPT_TEMPLATE
+from transformers import CLIPVisionModel
 
-from xtuner_chartmoe.dataset import ChartLLaVADataset, chartqa_map_fn
+from conftest import build_tiny_model, model_loss
 from xtuner_chartmoe.hooks import TopKScheduleHook
-from xtuner_chartmoe.model import (ROUTERS, ChartMoEModel, CLIPMoEMLP,
+from xtuner_chartmoe.model import (ROUTERS, CLIPMoEMLP,
                                    load_clip_vision, upcycle_clip_mlps)
 
 
@@ -21,29 +17,13 @@ def tiny(workspace):
 
 
 @pytest.fixture(scope='module')
-def batches(tiny):
-    dataset = ChartLLaVADataset(
-        image_folder=str(tiny / 'data'),
-        data_path=str(tiny / 'data' / 'sft_chartqa.json'),
-        image_processor=CLIPImageProcessor.from_pretrained(tiny / 'clip'),
-        tokenizer=AutoTokenizer.from_pretrained(tiny / 'llm'),
-        dataset_map_fn=chartqa_map_fn, template_map_fn=template_map_fn_factory(
-            PROMPT_TEMPLATE.internlm2_chat), map_num_proc=1)
-    return [default_collate_fn([dataset[i] for i in range(j, j + 4)])
-            for j in (0, 4)]
+def batches(tiny_batches):
+    return tiny_batches
 
 
-def build(tiny, **kwargs):
-    torch.manual_seed(0)
-    return ChartMoEModel(
-        llm=AutoModelForCausalLM.from_pretrained(tiny / 'llm'),
-        visual_encoder=CLIPVisionModel.from_pretrained(tiny / 'clip'),
-        freeze_llm=True, use_activation_checkpointing=False, **kwargs)
-
-
-def forward(model, batch):
-    data = {k: v.clone() for k, v in batch['data'].items()}
-    return model(data, mode='loss')
+@pytest.fixture
+def build(workspace):
+    return lambda _tiny, **kwargs: build_tiny_model(workspace, **kwargs)
 
 
 def test_upcycled_clip_equals_dense_clip_at_step_0(tiny):
@@ -74,7 +54,7 @@ def test_upcycled_clip_round_trips_save_pretrained(tiny, tmp_path):
                        clip(pixels).last_hidden_state)
 
 
-def test_dense_checkpoint_seeds_the_clip_experts(tiny, tmp_path):
+def test_dense_checkpoint_seeds_the_clip_experts(tiny, tmp_path, build):
     dense = build(tiny, freeze_visual_encoder=False,
                   projector_init=str(tiny / 'general_projector'))
     with torch.no_grad():
@@ -92,13 +72,13 @@ def test_dense_checkpoint_seeds_the_clip_experts(tiny, tmp_path):
     assert any('mlp.gate.weight' in k for k in keys)
 
 
-def test_aux_losses_cover_clip_and_connector_layers(tiny, batches):
+def test_aux_losses_cover_clip_and_connector_layers(tiny, batches, build):
     model = build(tiny, freeze_visual_encoder=False,
                   visual_encoder_moe=dict(num_experts=4, num_selected=2),
                   moe_projector=dict(mode='random', expert_projectors=[
                       str(tiny / 'general_projector')]),
                   balance_loss_coef=0.1, z_loss_coef=0.01)
-    losses = forward(model, batches[0])
+    losses = model_loss(model, batches[0])
     assert set(losses) == {'loss', 'balance_loss', 'z_loss'}
     assert len(model.moe_routings()) == 3 + 1
     sum(losses.values()).backward()
@@ -106,7 +86,7 @@ def test_aux_losses_cover_clip_and_connector_layers(tiny, batches):
     assert gate.weight.grad.abs().sum() > 0
 
 
-def test_top_k_schedule_hook(tiny):
+def test_top_k_schedule_hook(tiny, build):
     model = build(tiny, freeze_visual_encoder=False,
                   visual_encoder_moe=dict(num_experts=4, num_selected=2),
                   moe_projector=dict(mode='upcycle', expert_projectors=[
@@ -124,7 +104,7 @@ def test_top_k_schedule_hook(tiny):
 
 
 @pytest.mark.parametrize('router', sorted(ROUTERS))
-def test_each_router_trains_and_loss_decreases(tiny, batches, router):
+def test_each_router_trains_and_loss_decreases(tiny, batches, router, build):
     model = build(tiny, freeze_visual_encoder=True, moe_projector=dict(
         mode='upcycle', expert_projectors=[str(tiny / 'general_projector')],
         router_type=router), balance_loss_coef=0.01)
@@ -134,7 +114,7 @@ def test_each_router_trains_and_loss_decreases(tiny, batches, router):
     optimizer = torch.optim.AdamW(params, lr=2e-3)
     losses = []
     for step in range(16):
-        out = forward(model, batches[step % 2])
+        out = model_loss(model, batches[step % 2])
         sum(out.values()).backward()
         optimizer.step()
         optimizer.zero_grad()

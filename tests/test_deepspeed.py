@@ -9,7 +9,7 @@ import os.path as osp
 import pytest
 import torch
 
-from conftest import REPO, run_tool
+from conftest import REPO, run_tool, training_losses
 
 CFG = osp.join(REPO, 'configs', 'chartmoe', 'tiny')
 SFT = osp.join(CFG, 'chartmoe_tiny_llama_tiny_clip_lora_e12_cpu_sft.py')
@@ -31,13 +31,6 @@ def train(workspace, config, work_dir, nproc=2, zero='deepspeed_zero2',
               *(['--resume', resume] if resume else []),
               '--cfg-options', *options], cwd=workspace)
     return workspace / work_dir
-
-
-def losses(work_dir):
-    scalars = sorted(glob.glob(str(work_dir / '*' / 'vis_data' /
-                                   'scalars.json')))[-1]
-    with open(scalars) as f:
-        return [json.loads(line)['loss'] for line in f if '"loss"' in line]
 
 
 def last_checkpoint(work_dir):
@@ -65,7 +58,7 @@ def zero2_runs(workspace, tiny_connector):
 
 
 def test_zero2_two_processes_follow_the_plain_run(zero2_runs):
-    plain, zero2 = (losses(d) for d in zero2_runs)
+    plain, zero2 = (training_losses(d) for d in zero2_runs)
     assert len(plain) == len(zero2) >= 10
     # rank 0 logs its half of the batch: compare means over the run and
     # over its end, and require both to learn
@@ -118,7 +111,7 @@ def test_resume_from_the_deepspeed_folder(workspace, zero2_runs):
     for key, value in end.items():
         torch.testing.assert_close(resumed_end[key], value, atol=1e-4,
                                    rtol=1e-3)
-    assert len(losses(resumed)) < len(losses(zero2))  # only the second half
+    assert len(training_losses(resumed)) < len(training_losses(zero2))  # only the second half
 
 
 def test_zero3_prefinetune_trains_the_whole_model(workspace):
@@ -126,7 +119,7 @@ def test_zero3_prefinetune_trains_the_whole_model(workspace):
                      zero='deepspeed_zero3',
                      options=['train_dataloader.dataset.times=2',
                               'train_dataloader.batch_size=2'])
-    curve = losses(work_dir)
+    curve = training_losses(work_dir)
     assert len(curve) >= 5 and curve[-1] < curve[0] - 0.1
     checkpoint = last_checkpoint(work_dir)
     assert glob.glob(osp.join(checkpoint, '*zero_pp_rank_1*'))  # sharded

@@ -18,7 +18,8 @@ def make_moe(num_experts=4, top_k=2, seed=0, **kwargs):
 
 
 def reference_moe(moe, x):
-    """SPEC §1 written out token by token."""
+    """ChartMoE's connector (arXiv 2409.03277, its mlp_moe.py) written out
+    token by token: softmax router, top-k renormalised, weighted experts."""
     out = torch.zeros(*x.shape[:-1], DL)
     for b in range(x.shape[0]):
         for t in range(x.shape[1]):

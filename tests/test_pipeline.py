@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO, run_tool
+from xtuner_chartmoe.run_log import logged_scalars
 
 CFG = osp.join(REPO, 'configs', 'chartmoe', 'tiny')
 ALIGN = 'chartmoe_tiny_llama_tiny_clip_align_{}_e3_cpu'
@@ -20,14 +21,7 @@ def train(workspace, name, *options):
              (['--cfg-options', *options] if options else []), cwd=workspace)
     work_dir = workspace / 'work_dirs' / name
     checkpoint = (work_dir / 'last_checkpoint').read_text().strip()
-    return [row['loss'] for row in logged(work_dir)], checkpoint
-
-
-def logged(work_dir):
-    """The training log rows (scalars.json) of the newest run."""
-    scalars = glob.glob(str(work_dir / '*' / 'vis_data' / 'scalars.json'))
-    with open(sorted(scalars)[-1]) as f:
-        return [json.loads(line) for line in f if '"loss"' in line]
+    return [row['loss'] for row in logged_scalars(work_dir)], checkpoint
 
 
 def mean(values):
@@ -110,12 +104,12 @@ def test_converted_and_merged_model_reloads_and_generates(pipeline, workspace):
     test = json.loads((data / 'test' / 'test_human.json').read_text())[:2]
     replies = chat.answer([str(data / t['imgname']) for t in test],
                           [t['query'] for t in test], max_new_tokens=8)
-    assert len(replies) == 2 and all(isinstance(r, str) for r in replies)
     assert chat.last_routing.selected_experts.shape == (2, 64, 2)
     # batched generation equals one-by-one generation (left padding is right)
-    single = chat.answer([str(data / test[1]['imgname'])], [test[1]['query']],
-                         max_new_tokens=8)
-    assert single[0] == replies[1]
+    for i in (0, 1):
+        assert chat.answer([str(data / test[i]['imgname'])],
+                           [test[i]['query']], max_new_tokens=8) == [
+                               replies[i]]
 
 
 def test_chat_tool_prints_answer_and_expert_use(pipeline, workspace):
@@ -138,7 +132,7 @@ def test_merge_tool_rejects_a_folder_that_is_not_a_conversion(workspace):
 
 
 def test_sft_log_has_routing_statistics(pipeline, workspace):
-    rows = logged(workspace / 'work_dirs' / SFT)
+    rows = logged_scalars(workspace / 'work_dirs' / SFT)
     names = ('general', 'table', 'json', 'code')
     for row in rows:
         assert sum(row[f'load_{n}'] for n in names) == pytest.approx(1.0,
@@ -184,7 +178,7 @@ def test_clip_moe_sft_trains_converts_and_merges(pipeline, workspace):
     losses, checkpoint = train(workspace, name,
                                'train_dataloader.dataset.times=4')
     assert mean(losses[-3:]) < mean(losses[:3]) - 0.1, losses
-    rows = logged(workspace / 'work_dirs' / name)
+    rows = logged_scalars(workspace / 'work_dirs' / name)
     assert all(r['balance_loss'] >= 0.1 * 0.99 and r['z_loss'] > 0
                for r in rows)  # logged separately; balance loss >= 1 x coef
     run_tool(['-m', 'xtuner.tools.model_converters.pth_to_hf',
@@ -205,8 +199,11 @@ def test_clip_moe_sft_trains_converts_and_merges(pipeline, workspace):
     assert torch.equal(mlp.gate.weight, trained[
         'visual_encoder.vision_model.encoder.layers.2.mlp.gate.weight'])
     data = workspace / 'work_dirs' / 'tiny' / 'data'
-    assert len(chat.answer([str(data / 'charts' / '000015.png')], ['Q?'],
-                           max_new_tokens=4)) == 1
+    chat.answer([str(data / 'charts' / '000015.png')], ['Q?'],
+                max_new_tokens=4)
+    routing = chat.visual_encoder.vision_model.encoder.layers[2].mlp \
+        .last_routing  # the MoE MLPs routed the chart's 65 tokens
+    assert routing.experts.shape == (65, 2)
     # the transformers-native release carries the CLIP MoE too
     run_tool(['-m', 'xtuner.tools.model_converters.pth_to_hf',
               osp.join(CFG, name + '.py'), checkpoint,
@@ -245,18 +242,30 @@ def test_prefinetune_trains_the_whole_model(pipeline, workspace):
 
 
 def test_demo_turns(pipeline, workspace):
-    from xtuner_chartmoe.demo import ask
+    from xtuner_chartmoe.tools.chat_demo import DEFAULT_EXAMPLES
+    from xtuner_chartmoe.demo import ask, load_examples
     from xtuner_chartmoe.inference import ChartMoEChat
+    from xtuner_chartmoe.prompts import PROMPTS
     chat = ChartMoEChat.from_release(str(workspace / 'work_dirs' / 'release'))
     image = str(workspace / 'work_dirs/tiny/data/charts/000015.png')
     assert ask(chat, None, 'Q?', False)[0] == \
         'Please upload a chart image first.'
-    answer, program, report, expert_map = ask(chat, image, 'Sum?', True, 32)
-    assert program and report.startswith(('ran in the sandbox',
-                                          'failed in the sandbox'))
+    answer, program, report, expert_map = ask(chat, image, 'Highest?', False,
+                                              32)
+    assert answer == chat.answer(
+        [image], [PROMPTS['short'] + 'Highest?'], 32)[0]
+    assert program == '' and report == ''
     assert osp.isfile(expert_map)
-    answer, program, report, _ = ask(chat, image, 'Highest?', False, 32)
-    assert answer and program == '' and report == ''
+    # the PoT turn runs the reply's program in the sandbox
+    replies = iter(['Here:\n```python\nprint(6 * 7)\n```',
+                    '```python\nimport os\nos.fork()\n```'])
+    chat.answer = lambda images, questions, max_new_tokens: [next(replies)]
+    assert ask(chat, image, 'Sum?', True, 32)[:3] == (
+        '42', 'print(6 * 7)\n', "ran in the sandbox: printed '42'")
+    answer, program, report, _ = ask(chat, image, 'Sum?', True, 32)
+    assert answer == '' and program == 'import os\nos.fork()\n'
+    assert report == ('failed in the sandbox: PermissionError: [Errno 1] '
+                      'Operation not permitted')
 
 
 def _free_port():
@@ -286,7 +295,8 @@ def test_demo_in_headless_chromium(pipeline, workspace, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from xtuner_chartmoe.demo import ask
+    from xtuner_chartmoe.tools.chat_demo import DEFAULT_EXAMPLES
+    from xtuner_chartmoe.demo import ask, load_examples
     from xtuner_chartmoe.inference import ChartMoEChat
     release = str(workspace / 'work_dirs' / 'release')
     image = str(workspace / 'work_dirs/tiny/data/charts/000015.png')
@@ -336,7 +346,7 @@ def test_demo_in_headless_chromium(pipeline, workspace, tmp_path):
         driver.save_screenshot(screenshot)
         ocr = subprocess.run(['tesseract', screenshot, '-'],
                              capture_output=True, text=True).stdout
-        assert 'ChartMoE chat' in ocr and 'Answer' in ocr
+        assert 'chartmoechat' in _alnum(ocr) and 'answer' in _alnum(ocr)
         assert _alnum(expected[0]) in _alnum(ocr), (expected[0], ocr)
         # the expert map was drawn
         assert driver.find_element(By.CSS_SELECTOR, '#expert_map img')
@@ -348,6 +358,21 @@ def test_demo_in_headless_chromium(pipeline, workspace, tmp_path):
         assert report.startswith(('ran in the sandbox',
                                   'failed in the sandbox'))
         assert driver.find_element(By.CSS_SELECTOR, '#program').text.strip()
+
+        # a first visitor clicks an example chart (the tiny test split's)
+        examples = load_examples(str(workspace / DEFAULT_EXAMPLES))
+        assert len(examples) == 3
+        driver.find_element(By.CSS_SELECTOR, '#pot input').click()
+        rows = driver.find_elements(By.CSS_SELECTOR, '#examples tbody tr')
+        rows[1].click()
+        wait.until(lambda d: d.find_element(
+            By.CSS_SELECTOR, '#question textarea').get_attribute('value')
+            == examples[1][1])
+        driver.find_element(By.CSS_SELECTOR, '#ask').click()
+        expected = ask(ChartMoEChat.from_release(release), *examples[1], False)
+        wait.until(lambda d: d.find_element(
+            By.CSS_SELECTOR, '#answer textarea').get_attribute('value')
+            == expected[0])
     finally:
         if driver is not None:
             driver.quit()
@@ -448,11 +473,28 @@ def test_lmms_eval_cli_runs_the_release_on_local_chartqa(pipeline, workspace):
 def test_lmms_eval_from_a_training_checkpoint(pipeline, workspace):
     checkpoint = pipeline['sft'][1]
     samples = run_lmms(
-        workspace, f'pretrained={checkpoint},config={osp.join(CFG, SFT)}.py',
+        workspace, f'pretrained={checkpoint},config={osp.join(CFG, SFT)}.py,'
+        f'root={workspace}',
         'chartqa_local_human', workspace / 'work_dirs' / 'lmms_ckpt', limit=3)
-    rows = samples['chartqa_local_human']
+    rows = sorted(samples['chartqa_local_human'], key=lambda r: r['doc_id'])
     assert len(rows) == 3
-    assert all(r['routing']['router_entropy'] >= 0 for r in rows)
+    # the same replies as our own inference from that checkpoint
+    import contextlib
+
+    from PIL import Image
+
+    from xtuner_chartmoe.inference import ChartMoEChat
+    from xtuner_chartmoe.prompts import PROMPTS
+    with contextlib.chdir(workspace):
+        chat = ChartMoEChat.from_checkpoint(osp.join(CFG, SFT + '.py'),
+                                            checkpoint)
+    data = workspace / 'work_dirs' / 'tiny' / 'data'
+    docs = json.loads((data / 'test' / 'test_human.json').read_text())[:3]
+    replies = chat.answer(
+        [Image.open(data / d['imgname']).convert('RGB') for d in docs],
+        [PROMPTS['short'] + d['query'] for d in docs], 16)
+    assert [r['filtered_resps'].strip() for r in rows] == replies
+    assert all(r['routing']['router_entropy'] > 0 for r in rows)
 
 
 def hf_native_and_release_answers(workspace, hf_dir, release, dtype=None):

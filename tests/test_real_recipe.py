@@ -52,7 +52,7 @@ def real_config(stage):
 
 def test_every_real_config_is_counted():
     stages = {osp.basename(p)[len(PREFIX):-3]
-              for p in glob.glob(osp.join(REAL_DIR, '*.py'))}
+              for p in glob.glob(osp.join(REAL_DIR, PREFIX + '*.py'))}
     assert stages == set(FULL_SIZE)
 
 

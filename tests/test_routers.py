@@ -1,4 +1,5 @@
-"""Each router against a direct implementation of its SPEC §5 formula."""
+"""Each router against a direct implementation of its formula (ChartMoE's
+SMoE router; LibMoE's sigmoid, cosine, perturbed cosine and hyper routers)."""
 import pytest
 import torch
 import torch.nn.functional as F

@@ -8,20 +8,14 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
-from conftest import REPO, run_tool
+from conftest import REPO, run_tool, training_losses
 from xtuner_chartmoe.cli import config_paths, copy_config, main
 
 ALIGN = osp.join(REPO, 'configs', 'chartmoe', 'tiny',
                  'chartmoe_tiny_llama_tiny_clip_align_table_e3_cpu.py')
-
-
-def losses_of(work_dir):
-    scalars = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data',
-                                        'scalars.json')))[-1]
-    with open(scalars) as f:
-        return [json.loads(line)['loss'] for line in f if '"loss"' in line]
 
 
 def projector_of(work_dir):
@@ -92,8 +86,8 @@ def test_two_process_training_matches_single_process(workspace):
     for key, value in one[0].items():
         diff = (value - two[0][key]).norm() / value.norm()
         assert diff < 0.02, (key, diff.item())
-    loss_one = losses_of(str(workspace / single))
-    loss_two = losses_of(str(workspace / double))  # rank 0's half batch
+    loss_one = training_losses(str(workspace / single))
+    loss_two = training_losses(str(workspace / double))  # rank 0's half batch
     assert len(loss_one) == len(loss_two)
     assert abs(sum(loss_one) / len(loss_one) -
                sum(loss_two) / len(loss_two)) < 0.05
@@ -127,6 +121,6 @@ def test_killed_training_resumes_like_an_uninterrupted_run(workspace):
     assert steps_a == steps_b == 120
     for key, value in a.items():
         torch.testing.assert_close(b[key], value, atol=1e-5, rtol=1e-4)
-    resumed = losses_of(str(workspace / killed))  # the resumed run's log
-    assert losses_of(str(workspace / straight))[-len(resumed):] == \
-        __import__('pytest').approx(resumed, abs=1e-4)
+    resumed = training_losses(str(workspace / killed))  # the resumed run's log
+    assert training_losses(str(workspace / straight))[-len(resumed):] == \
+        pytest.approx(resumed, abs=1e-4)

@@ -25,7 +25,7 @@ import os.path as osp
 import sys
 
 from xtuner_chartmoe.evaluation.routing_report import analyse, compare_routing
-from xtuner_chartmoe.inference import add_model_arguments, load_chat
+from xtuner_chartmoe.model_options import add_model_arguments, load_chat
 
 
 def image_paths(data, image_folder):

@@ -21,7 +21,7 @@ import sys
 
 from xtuner_chartmoe.evaluation.chartqa import evaluate
 from xtuner_chartmoe.evaluation.sandbox import SandboxUnavailable, require
-from xtuner_chartmoe.inference import add_model_arguments, load_chat
+from xtuner_chartmoe.model_options import add_model_arguments, load_chat
 
 
 def parse_args(argv=None):

@@ -10,13 +10,14 @@ runs; `chartmoe train` is XTuner's train); all outputs go to ./work_dirs.
 Ends with a table of artefacts, losses and times.
 """
 import argparse
-import glob
 import json
 import os
 import os.path as osp
 import subprocess
 import sys
 import time
+
+from xtuner_chartmoe.run_log import logged_scalars
 
 ALIGN_CFG = 'chartmoe_tiny_llama_tiny_clip_align_{}_e3_cpu'
 SFT_CFG = 'chartmoe_tiny_llama_tiny_clip_lora_e12_cpu_sft'
@@ -35,11 +36,8 @@ def last_checkpoint(work_dir):
 
 def losses_of(work_dir):
     """(first, last) training loss logged in the newest run of work_dir."""
-    runs = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data',
-                                     'scalars.json')))
-    with open(runs[-1]) as f:
-        losses = [json.loads(line)['loss'] for line in f if '"loss"' in line]
-    return losses[0], losses[-1]
+    rows = logged_scalars(work_dir)
+    return rows[0]['loss'], rows[-1]['loss']
 
 
 class Pipeline:

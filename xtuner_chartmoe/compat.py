@@ -4,7 +4,9 @@ transformers 4.48, torch 2.13), all in this one file.
 Each fix names the module it mends and the condition under which it acts;
 where the condition does not hold it leaves the module untouched. When it
 acts it logs one line (``xtuner-chartmoe compat: ...``, logger
-``xtuner_chartmoe.compat``, shown on stderr).
+``xtuner_chartmoe.compat``, level INFO): quiet by default so that tools'
+own messages stay one line; ``XTUNER_CHARTMOE_COMPAT_LOG=1`` shows them on
+stderr.
 
 =================================  =============================  =========
 fix                                acts when                      module
@@ -57,6 +59,7 @@ import sysconfig
 
 PTH_NAME = 'xtuner_chartmoe_compat.pth'
 LOGGER = logging.getLogger('xtuner_chartmoe.compat')
+LOG_ENV = 'XTUNER_CHARTMOE_COMPAT_LOG'
 _TORCHVISION_SCHEMAS = (
     'nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor',
     'qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor',
@@ -67,12 +70,13 @@ GLOO_TEARDOWN_TIMEOUT = datetime.timedelta(seconds=60)
 
 
 def _log(message):
-    if not LOGGER.handlers and not logging.getLogger().handlers:
+    if os.environ.get(LOG_ENV) == '1' and not LOGGER.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter('%(message)s'))
         LOGGER.addHandler(handler)
+        LOGGER.setLevel(logging.INFO)
         LOGGER.propagate = False
-    LOGGER.warning('xtuner-chartmoe compat: %s', message)
+    LOGGER.info('xtuner-chartmoe compat: %s', message)
 
 
 def _torch_version():

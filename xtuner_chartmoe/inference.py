@@ -197,28 +197,3 @@ class ChartMoEChat:
             self.tokenizer.eos_token_id)
         return [self.tokenizer.decode(seq, skip_special_tokens=True).strip()
                 for seq in output]
-
-
-def add_model_arguments(parser, prefix='', required=True, what='the model'):
-    """``--{prefix}release`` or ``--{prefix}config`` + ``--{prefix}checkpoint``
-    (a training config and its ``iter_*.pth`` / DeepSpeed folder)."""
-    group = parser.add_mutually_exclusive_group(required=required)
-    group.add_argument(f'--{prefix}release',
-                       help=f'merged release folder of {what}')
-    group.add_argument(f'--{prefix}config',
-                       help=f'training config of {what} (with '
-                       f'--{prefix}checkpoint)')
-    parser.add_argument(f'--{prefix}checkpoint',
-                        help='checkpoint of that config')
-
-
-def load_chat(args, prefix='', device=None):
-    """The :class:`ChartMoEChat` named by :func:`add_model_arguments`'
-    options (raises ValueError when the config has no checkpoint)."""
-    get = lambda name: getattr(args, f'{prefix}{name}'.replace('-', '_'))
-    if get('release'):
-        return ChartMoEChat.from_release(get('release'), device=device)
-    if not get('checkpoint'):
-        raise ValueError(f'--{prefix}config needs --{prefix}checkpoint')
-    return ChartMoEChat.from_checkpoint(get('config'), get('checkpoint'),
-                                        device=device)

@@ -5,14 +5,17 @@ The model registers through lmms-eval's ``lmms_eval.models`` entry-point
 group (``setup.py``: ``chartmoe = xtuner_chartmoe.lmms:manifest``), so once
 this package is installed::
 
+    cd work_dirs/tiny/data      # the task reads test/test_*.json here
     python -m lmms_eval --model chartmoe \\
-        --model_args pretrained=work_dirs/chartmoe_tiny,batch_size=8 \\
+        --model_args pretrained=../../chartmoe_tiny --batch_size 8 \\
         --tasks chartqa_local --include_path "$(python -m xtuner_chartmoe.lmms)" \\
-        --log_samples --output_path work_dirs/lmms
+        --log_samples --output_path ../../lmms
 
 ``pretrained`` is a release folder (``tools/merge_chartmoe.py``) or a
-training checkpoint with its config (``pretrained=iter_N.pth,config=CFG.py``).
-``generate_until`` answers in batches of ``batch_size`` (greedy,
+training checkpoint with its config (``pretrained=iter_N.pth,config=CFG.py,
+root=DIR``; ``root`` is where the config's relative paths start, the
+directory it was trained in).
+``generate_until`` answers in batches of lmms-eval's ``--batch_size`` (greedy,
 ``max_new_tokens`` from the task, cut at its ``until`` strings) and keeps
 each sample's routing (share of the top-k slots and top-1 count per expert,
 mean router entropy over the visual tokens) for the task to log.
@@ -24,6 +27,8 @@ ChartQA's own) under ``test/`` of the directory lmms-eval runs in, images in
 ``test/png/`` or at ``imgname`` itself, scored by lmms-eval's own ChartQA
 metric, with each sample's routing in the logged samples.
 """
+import contextlib
+import os
 import os.path as osp
 
 TASKS_DIR = osp.join(osp.dirname(osp.abspath(__file__)), 'lmms_tasks')
@@ -63,13 +68,18 @@ class ChartMoELmms(_lmms_base()):
     """lmms-eval model around :class:`~xtuner_chartmoe.inference.ChartMoEChat`
     (see the module docstring). ``generate_until(requests)`` -> replies."""
 
-    def __init__(self, pretrained, config=None, device=None, batch_size=1,
-                 max_new_tokens=64, **kwargs):
+    def __init__(self, pretrained, config=None, root=None, device=None,
+                 batch_size=1, max_new_tokens=64, **kwargs):
         super().__init__()
         from .inference import ChartMoEChat
         if config:
-            self.chat = ChartMoEChat.from_checkpoint(config, pretrained,
-                                                     device=device)
+            # the config's relative paths (``./work_dirs/...``) are relative
+            # to where it was trained: ``root``, not the data root
+            # lmms-eval runs in
+            checkpoint, config = osp.abspath(pretrained), osp.abspath(config)
+            with contextlib.chdir(root or os.getcwd()):
+                self.chat = ChartMoEChat.from_checkpoint(config, checkpoint,
+                                                         device=device)
         else:
             self.chat = ChartMoEChat.from_release(pretrained, device=device)
         self.batch_size = int(batch_size)

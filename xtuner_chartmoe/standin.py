@@ -354,11 +354,14 @@ def parameter_counts(model):
 
 def full_size_table(config_paths):
     """Markdown table of the full-size parameter counts of each config
-    (built on the meta device), as in the README."""
+    (built on the meta device), as in the README; package files such as
+    ``__init__.py`` (a shell's ``*.py``) are skipped."""
     from mmengine.config import Config
     rows = ['| config | total | trainable | LLM (+LoRA) | vision | '
             'connector |', '|---|---:|---:|---:|---:|---:|']
     for path in config_paths:
+        if osp.basename(path).startswith('_'):
+            continue
         counts = parameter_counts(build_on_meta(Config.fromfile(path)))
         name = osp.splitext(osp.basename(path))[0]
         rows.append(f"| `{name}` | " + ' | '.join(

@@ -3,7 +3,7 @@
 Each maps one raw record to XTuner's ``{'conversation': [{'input', 'output'}],
 'image': str}``; the image token is ``<image>`` at the start of the first
 input, as XTuner's ``llava_map_fn`` produces. Prompts follow the ChartMoE
-evaluation (SPEC §3): short answers are asked with
+evaluation (its ``eval_ChartQA.py``): short answers are asked with
 ``'Answer the question using a single word or phrase.'``, program-of-thought
 answers with ``'Please give the program of thought in python code. ...'``.
 """

@@ -1,4 +1,6 @@
-"""ChartQA relaxed accuracy (SPEC §3) and PoT answer extraction."""
+"""ChartQA relaxed accuracy (ChartQA, Masry et al. 2022; as ChartMoE's
+``eval_ChartQA.py`` scores it, except that an empty prediction is wrong) and
+PoT answer extraction."""
 import re
 
 TOLERANCES = (0.05, 0.1, 0.2)

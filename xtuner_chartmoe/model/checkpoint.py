@@ -38,10 +38,27 @@ def _candidates(model_key):
             yield pattern.sub(dense, unwrapped)
 
 
-def _sample(keys, n=6):
-    keys = sorted(keys)
-    return ', '.join(keys[:n]) + (f', ... ({len(keys)} in all)'
-                                  if len(keys) > n else '')
+def _sample(keys, n=8):
+    """``keys`` in short: indices that vary become ``*`` (``experts.*.0.bias``),
+    at most ``n`` patterns, and the count."""
+    patterns = {}
+    for key in sorted(keys):
+        patterns.setdefault(re.sub(r'(?<=\.)\d+(?=\.)', '*', key),
+                            []).append(key)
+    shown = [members[0] if len(members) == 1 else pattern
+             for pattern, members in patterns.items()]
+    more = ', ...' if len(shown) > n else ''
+    return f'{", ".join(shown[:n])}{more} ({len(keys)} in all)'
+
+
+def _hint(state_dict):
+    """Advice for a checkpoint of a known other format."""
+    if 'gate.weight' in state_dict and any(k.startswith('experts.')
+                                           for k in state_dict):
+        return (' This is a bare MoE connector (e.g. ChartMoE\'s '
+                'mlp_moe.pth): load it with moe_projector=dict(pretrained='
+                'FILE), or convert it with `chartmoe build-moe import`.')
+    return ''
 
 
 def _group(key, depth):
@@ -90,7 +107,7 @@ def load_checkpoint(module, state_dict, source, strict=False, group_depth=1):
         raise ValueError(
             f'{source}: no tensor of the checkpoint matches the model. '
             f'Checkpoint keys: [{_sample(state_dict)}]; model keys: '
-            f'[{_sample(model_state)}]')
+            f'[{_sample(model_state)}].{_hint(state_dict)}')
     unfilled = set(model_state) - set(mapping)
     used = set(mapping.values())
     unused = sorted(set(state_dict) - used)
