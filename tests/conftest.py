@@ -20,9 +20,10 @@ def workspace(tmp_path_factory):
     return root
 
 
-def run_tool(args, cwd, check=True):
-    """Run ``python args...`` in ``cwd``; return the CompletedProcess."""
-    result = subprocess.run([sys.executable, *args], cwd=cwd,
+def run_tool(args, cwd, check=True, stdin=None):
+    """Run ``python args...`` in ``cwd`` (``stdin``: text fed to it); return
+    the CompletedProcess."""
+    result = subprocess.run([sys.executable, *args], cwd=cwd, input=stdin,
                             capture_output=True, text=True)
     if check and result.returncode != 0:
         raise AssertionError(f'{args} failed ({result.returncode}):\n'

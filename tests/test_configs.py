@@ -1,7 +1,6 @@
 """Stage configs: recipe numbers, and the real-size configs build a working
 model and dataset once their model/data paths point at the tiny default."""
 import glob
-import json
 import os.path as osp
 
 import pytest

@@ -3,7 +3,6 @@
 the tiny SFT (MoE + LoRA) like a plain run, the pre-finetune under ZeRO-3,
 ``pth_to_hf`` and ``--resume`` from the DeepSpeed checkpoint folder."""
 import glob
-import json
 import os.path as osp
 
 import pytest
@@ -111,7 +110,8 @@ def test_resume_from_the_deepspeed_folder(workspace, zero2_runs):
     for key, value in end.items():
         torch.testing.assert_close(resumed_end[key], value, atol=1e-4,
                                    rtol=1e-3)
-    assert len(training_losses(resumed)) < len(training_losses(zero2))  # only the second half
+    # only the second half
+    assert len(training_losses(resumed)) < len(training_losses(zero2))
 
 
 def test_zero3_prefinetune_trains_the_whole_model(workspace):

@@ -140,6 +140,31 @@ def test_save_pretrained_reloads_identically(tmp_path):
     assert reloaded.config.expert_names == ['general', 'table', 'json', 'code']
 
 
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16,
+                                   torch.float16])
+def test_reloads_in_each_dtype_with_router_math_in_fp32(tmp_path, dtype):
+    """``from_pretrained(torch_dtype=...)`` casts every float parameter (the
+    integer ``num_selected`` buffer stays an integer and does not decide the
+    cast); routing is computed in fp32 and picks the experts fp32 picks."""
+    moe = make_moe(4, 2)
+    moe.save_pretrained(tmp_path / 'moe')
+    low = AutoModel.from_pretrained(tmp_path / 'moe', trust_remote_code=True,
+                                    torch_dtype=dtype).eval()
+    assert {p.dtype for p in low.parameters()} == {dtype}
+    assert low.num_selected.dtype == torch.int64 and int(low.num_selected) == 2
+    x = torch.randn(2, 9, DV)
+    out = low(x.to(dtype), output_router_logits=True)
+    assert out.last_hidden_state.dtype == dtype
+    assert out.router_logits.dtype == torch.float32
+    full = moe(x, output_router_logits=True)
+    same_top1 = (out.selected_experts[..., 0] == full.selected_experts[..., 0])
+    assert same_top1.float().mean() >= 0.9
+    tolerance = 0 if dtype == torch.float32 else 0.05
+    torch.testing.assert_close(out.last_hidden_state.float(),
+                               full.last_hidden_state, atol=tolerance + 1e-6,
+                               rtol=tolerance)
+
+
 def test_gradient_checkpointing_gives_same_gradients():
     moe = make_moe(4, 2).train()
     x = torch.randn(2, 6, DV)

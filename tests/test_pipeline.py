@@ -1,5 +1,4 @@
 """Every tiny stage config through XTuner's own tools, end to end."""
-import glob
 import json
 import os
 import os.path as osp
@@ -223,6 +222,45 @@ def test_clip_moe_sft_trains_converts_and_merges(pipeline, workspace):
         assert theirs == ours
 
 
+def test_xtuner_chat_answers_from_our_pth_to_hf_output_in_fp16(pipeline,
+                                                              workspace):
+    """XTuner's own chat with ``--llava`` on our ``pth_to_hf`` output at its
+    default ``--torch-dtype fp16``: the connector loads in fp16 like the
+    CLIP features it receives, and the chat answers."""
+    tiny = workspace / 'work_dirs' / 'tiny'
+    result = run_tool(
+        ['-m', 'xtuner.tools.chat', str(tiny / 'llm'), '--visual-encoder',
+         str(tiny / 'clip'), '--llava', 'work_dirs/hf', '--prompt-template',
+         'internlm2_chat', '--image', str(tiny / 'data/charts/000015.png'),
+         '--max-new-tokens', '8', '--no-streamer'],
+        cwd=workspace, stdin='Which category is highest?\n\nEXIT\n\n')
+    assert 'Load projector from work_dirs/hf' in result.stdout
+    turns = result.stdout.split('>>> ')
+    assert len(turns) == 3 and turns[2].strip() == 'Log: Exit!', result.stdout
+    assert turns[1].strip(), result.stdout  # the answer to the question
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_release_runs_in_half_precision(pipeline, workspace, dtype):
+    """The release in bf16 / fp16 on CPU: every float parameter cast, the
+    router in fp32, the same top-1 experts as fp32 for most tokens."""
+    from xtuner_chartmoe.inference import ChartMoEChat
+    release = str(workspace / 'work_dirs' / 'release')
+    image = str(workspace / 'work_dirs/tiny/data/charts/000015.png')
+    full = ChartMoEChat.from_release(release)
+    half = ChartMoEChat.from_release(release, dtype=dtype)
+    for module in (half.llm, half.visual_encoder, half.projector):
+        assert {p.dtype for p in module.parameters()} == {dtype}
+    answer = half.answer([image], ['Which category is highest?'], 8)[0]
+    assert isinstance(answer, str) and answer.strip()
+    routed = half.last_routing
+    assert routed.router_logits.dtype == torch.float32
+    full.answer([image], ['Which category is highest?'], 8)
+    same = (routed.selected_experts[..., 0] ==
+            full.last_routing.selected_experts[..., 0]).float().mean()
+    assert same >= 0.8
+
+
 def test_prefinetune_trains_the_whole_model(pipeline, workspace):
     name = 'chartmoe_tiny_llama_tiny_clip_full_e3_cpu_prefinetune'
     losses, checkpoint = train(workspace, name)
@@ -242,8 +280,7 @@ def test_prefinetune_trains_the_whole_model(pipeline, workspace):
 
 
 def test_demo_turns(pipeline, workspace):
-    from xtuner_chartmoe.tools.chat_demo import DEFAULT_EXAMPLES
-    from xtuner_chartmoe.demo import ask, load_examples
+    from xtuner_chartmoe.demo import ask
     from xtuner_chartmoe.inference import ChartMoEChat
     from xtuner_chartmoe.prompts import PROMPTS
     chat = ChartMoEChat.from_release(str(workspace / 'work_dirs' / 'release'))

@@ -5,7 +5,6 @@ layer, 2 CLIP layers) the real align and SFT configs trained through
 DeepSpeed with their hooks on, converted, merged and answering."""
 import glob
 import json
-import os
 import os.path as osp
 import re
 import subprocess

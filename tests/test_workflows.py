@@ -1,6 +1,4 @@
 """Users' workflows: copy + edit a config, 2-process training, kill/resume."""
-import glob
-import json
 import os
 import os.path as osp
 import signal

@@ -4,8 +4,7 @@
     python tools/standin.py build work_dirs/standin [--llm-layers 2]
     # a real config, unchanged, from that folder (on a CPU: DeepSpeed ZeRO-2
     # with fp16/bf16 off, fp32 LLM, batch 1, 2 records per data set)
-    python tools/standin.py train work_dirs/standin \\
-        configs/chartmoe/internlm2_chat_7b_clip_vit_large_p14_336/<cfg>.py
+    python tools/standin.py train work_dirs/standin CONFIG  # path or name
     # any command in the stand-in environment (hub ids -> stand-ins)
     python tools/standin.py run work_dirs/standin -- python tools/chat.py ...
     # full-size parameter counts of configs, built on the meta device
@@ -22,6 +21,7 @@ import os.path as osp
 import subprocess
 import sys
 
+from xtuner_chartmoe.cli import resolve_config
 from xtuner_chartmoe.standin import (build_standins, cpu_cfg_options,
                                      full_size_table, standin_env)
 
@@ -76,7 +76,7 @@ def main(argv=None):
         cmd = rest
     else:
         from mmengine.config import Config
-        config = osp.abspath(args.config)
+        config = osp.abspath(resolve_config(args.config))
         cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone',
                '--nproc_per_node', str(args.nproc), '-m', 'xtuner.tools.train',
                config, '--launcher', 'pytorch', '--deepspeed', args.deepspeed]

@@ -27,7 +27,6 @@ import os
 import os.path as osp
 import shutil
 
-import torch
 from safetensors.torch import save_file
 
 CODE_DIR = osp.join(osp.dirname(osp.abspath(__file__)), 'hf_native_code')
