@@ -65,8 +65,9 @@ def test_deepspeed_single_process_only_without_a_launcher(monkeypatch,
         init_distributed=lambda *a, **k: seen.append(dict(os.environ)))
     compat.deepspeed_single_process(module)
     for name in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR',
-                 'MASTER_PORT'):
-        monkeypatch.delenv(name, raising=False)
+                 'MASTER_PORT'):  # setenv first: undone after the test,
+        monkeypatch.setenv(name, '')  # also what the fix sets
+        monkeypatch.delenv(name)
     monkeypatch.setenv('RANK', '3')  # launched: left as it is
     monkeypatch.setenv('WORLD_SIZE', '4')
     module.init_distributed()

@@ -398,9 +398,12 @@ def test_demo_in_headless_chromium(pipeline, workspace, tmp_path):
 
         # a first visitor clicks an example chart (the tiny test split's)
         examples = load_examples(str(workspace / DEFAULT_EXAMPLES))
-        assert len(examples) == 3
+        charts = {e['imgname'] for e in json.loads(
+            (workspace / DEFAULT_EXAMPLES).read_text())}
+        assert len(examples) == min(3, len(charts)) >= 2
         driver.find_element(By.CSS_SELECTOR, '#pot input').click()
         rows = driver.find_elements(By.CSS_SELECTOR, '#examples tbody tr')
+        assert len(rows) == len(examples)
         rows[1].click()
         wait.until(lambda d: d.find_element(
             By.CSS_SELECTOR, '#question textarea').get_attribute('value')
@@ -444,7 +447,9 @@ def run_lmms(workspace, model_args, tasks, out, limit=None):
     returns its samples per task. lmms-eval exits 0 even on failure, so
     the samples files are what tell."""
     from xtuner_chartmoe.lmms import TASKS_DIR
-    env = dict(os.environ, HF_HUB_OFFLINE='1', HF_DATASETS_OFFLINE='1')
+    env = {k: v for k, v in os.environ.items() if k not in (
+        'RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')}
+    env.update(HF_HUB_OFFLINE='1', HF_DATASETS_OFFLINE='1')  # one process
     import subprocess
     import sys
     result = subprocess.run(
