@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from conftest import REPO, run_tool, training_losses
+from xtuner_chartmoe.run_log import last_checkpoint
 
 CFG = osp.join(REPO, 'configs', 'chartmoe', 'tiny')
 SFT = osp.join(CFG, 'chartmoe_tiny_llama_tiny_clip_lora_e12_cpu_sft.py')
@@ -30,10 +31,6 @@ def train(workspace, config, work_dir, nproc=2, zero='deepspeed_zero2',
               *(['--resume', resume] if resume else []),
               '--cfg-options', *options], cwd=workspace)
     return workspace / work_dir
-
-
-def last_checkpoint(work_dir):
-    return (work_dir / 'last_checkpoint').read_text().strip()
 
 
 def trained_state(path):

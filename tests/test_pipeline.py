@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO, run_tool
-from xtuner_chartmoe.run_log import logged_scalars
+from xtuner_chartmoe.run_log import last_checkpoint, logged_scalars
 
 CFG = osp.join(REPO, 'configs', 'chartmoe', 'tiny')
 ALIGN = 'chartmoe_tiny_llama_tiny_clip_align_{}_e3_cpu'
@@ -19,7 +19,7 @@ def train(workspace, name, *options):
     run_tool(['-m', 'xtuner.tools.train', osp.join(CFG, name + '.py')] +
              (['--cfg-options', *options] if options else []), cwd=workspace)
     work_dir = workspace / 'work_dirs' / name
-    checkpoint = (work_dir / 'last_checkpoint').read_text().strip()
+    checkpoint = last_checkpoint(work_dir)
     return [row['loss'] for row in logged_scalars(work_dir)], checkpoint
 
 

@@ -15,6 +15,7 @@ import torch
 from mmengine.config import Config
 
 from conftest import REPO, run_tool
+from xtuner_chartmoe import run_log
 from xtuner_chartmoe.standin import (LLM_REPO, build_on_meta,
                                      build_standins, parameter_counts,
                                      standin_env)
@@ -190,8 +191,7 @@ def train_real(root, stage, *extra):
 
 
 def last_checkpoint(root, stage):
-    return (root / 'work_dirs' / (PREFIX + stage) /
-            'last_checkpoint').read_text().strip()
+    return run_log.last_checkpoint(root / 'work_dirs' / (PREFIX + stage))
 
 
 @pytest.fixture(scope='module')

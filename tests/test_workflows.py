@@ -11,15 +11,15 @@ import torch
 
 from conftest import REPO, run_tool, training_losses
 from xtuner_chartmoe.cli import config_paths, copy_config, main
+from xtuner_chartmoe.run_log import last_checkpoint
 
 ALIGN = osp.join(REPO, 'configs', 'chartmoe', 'tiny',
                  'chartmoe_tiny_llama_tiny_clip_align_table_e3_cpu.py')
 
 
 def projector_of(work_dir):
-    with open(osp.join(work_dir, 'last_checkpoint')) as f:
-        state = torch.load(f.read().strip(), map_location='cpu',
-                           weights_only=False)
+    state = torch.load(last_checkpoint(work_dir), map_location='cpu',
+                       weights_only=False)
     return state['state_dict'], state['meta']['iter']
 
 
@@ -111,7 +111,7 @@ def test_killed_training_resumes_like_an_uninterrupted_run(workspace):
     proc.wait()
     assert not (workspace / killed / 'iter_120.pth').exists(), \
         'the run finished before it could be killed'
-    resume_from = (workspace / killed / 'last_checkpoint').read_text().strip()
+    resume_from = last_checkpoint(workspace / killed)
     run_tool(['-m', 'xtuner.tools.train', ALIGN, '--work-dir', killed,
               '--resume', resume_from, *options], cwd=workspace)
     (a, steps_a), (b, steps_b) = (projector_of(str(workspace / d))

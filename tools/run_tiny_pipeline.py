@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from xtuner_chartmoe.run_log import logged_scalars
+from xtuner_chartmoe.run_log import last_checkpoint, logged_scalars
 
 ALIGN_CFG = 'chartmoe_tiny_llama_tiny_clip_align_{}_e3_cpu'
 SFT_CFG = 'chartmoe_tiny_llama_tiny_clip_lora_e12_cpu_sft'
@@ -27,11 +27,6 @@ CHARTMOE = [sys.executable, '-m', 'xtuner_chartmoe.cli']  # = `chartmoe`
 
 def work_dir_of(config):
     return osp.join('work_dirs', config)
-
-
-def last_checkpoint(work_dir):
-    with open(osp.join(work_dir, 'last_checkpoint')) as f:
-        return f.read().strip()
 
 
 def losses_of(work_dir):

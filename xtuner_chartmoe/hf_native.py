@@ -29,6 +29,9 @@ import shutil
 
 from safetensors.torch import save_file
 
+from .fileio import atomic_write_json
+from .prompts import stop_token_ids
+
 CODE_DIR = osp.join(osp.dirname(osp.abspath(__file__)), 'hf_native_code')
 MODEL_DIR = osp.join(osp.dirname(osp.abspath(__file__)), 'model')
 CONNECTOR_CODE = ('configuration_moe_projector.py', 'modeling_moe_projector.py',
@@ -206,8 +209,7 @@ def export_huggingface(model, cfg, save_dir, fp32=False):
     for sub in ('text_config', 'vision_config', 'projector_config'):
         config[sub].pop('auto_map', None)
         config[sub].pop('_name_or_path', None)
-    with open(osp.join(save_dir, 'config.json'), 'w') as f:
-        json.dump(config, f, indent=1)
+    atomic_write_json(osp.join(save_dir, 'config.json'), config)
     for name in os.listdir(CODE_DIR):
         if name.endswith('.py'):
             shutil.copyfile(osp.join(CODE_DIR, name), osp.join(save_dir, name))
@@ -215,11 +217,9 @@ def export_huggingface(model, cfg, save_dir, fp32=False):
         shutil.copyfile(osp.join(MODEL_DIR, name), osp.join(save_dir, name))
     _write_text_model(llm, save_dir)
 
-    stop_words = cfg.prompt_template.get('STOP_WORDS', [])
     GenerationConfig(
         do_sample=False, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=[tokenizer.eos_token_id] +
-        [tokenizer.convert_tokens_to_ids(w) for w in stop_words],
+        eos_token_id=stop_token_ids(tokenizer, cfg.prompt_template),
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id
         is not None else tokenizer.eos_token_id).save_pretrained(save_dir)
     return save_dir

@@ -22,8 +22,8 @@ from .model.clip_moe import load_clip_vision
 from .model.configuration_moe_projector import MoEProjectorConfig
 from .model.modeling_moe_projector import MoEProjectorModel
 from .model.moe_builder import load_connector
+from .prompts import stop_token_ids
 from .release import RELEASE_MANIFEST
-
 
 
 def load_projector(path):
@@ -61,10 +61,7 @@ class ChartMoEChat:
         self.template = dict(prompt_template)
         self.visual_select_layer = visual_select_layer
         self.device = next(llm.parameters()).device
-        self.stop_token_ids = [self.tokenizer.eos_token_id] + [
-            self.tokenizer.convert_tokens_to_ids(word)
-            for word in self.template.get('STOP_WORDS', [])
-        ]
+        self.stop_token_ids = stop_token_ids(self.tokenizer, self.template)
         self.last_routing = None
 
     @classmethod

@@ -48,15 +48,12 @@ def sample_routing(probs, selected, expert_names):
     """One sample's routing: ``probs [T, E]``, ``selected [T, k]`` ->
     ``{'expert_load': {name: share of slots}, 'top1_counts': {name: n},
     'router_entropy': mean entropy}``."""
-    import torch
-    num_experts = len(expert_names)
-    slots = torch.bincount(selected.reshape(-1), minlength=num_experts)
-    top1 = torch.bincount(selected[:, 0], minlength=num_experts)
-    entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1).mean()
-    return {'expert_load': {n: float(s) / float(slots.sum())
-                            for n, s in zip(expert_names, slots)},
-            'top1_counts': dict(zip(expert_names, top1.tolist())),
-            'router_entropy': float(entropy)}
+    from .evaluation.routing_stats import RoutingStats
+    stats = RoutingStats(len(expert_names), expert_names).update(
+        probs, selected).result()
+    return {'expert_load': dict(zip(expert_names, stats['load'])),
+            'top1_counts': dict(zip(expert_names, stats['top1_counts'])),
+            'router_entropy': stats['entropy']}
 
 
 def _lmms_base():

@@ -20,6 +20,7 @@ import re
 
 import torch
 
+from ..run_log import last_checkpoint
 from .checkpoint import load_checkpoint
 from .configuration_moe_projector import MoEProjectorConfig
 from .modeling_moe_projector import MoEProjectorModel
@@ -56,13 +57,8 @@ def load_dense_projector_state(path):
     """
     if not osp.exists(path):
         raise FileNotFoundError(f'projector checkpoint not found: {path}')
-    last = osp.join(path, 'last_checkpoint')
-    if osp.isdir(path) and osp.isfile(last):
-        with open(last) as f:
-            path = f.read().strip()
-        if not osp.exists(path):
-            raise FileNotFoundError(f'{last} points to a missing checkpoint: '
-                                    f'{path}')
+    if osp.isdir(path) and osp.isfile(osp.join(path, 'last_checkpoint')):
+        path = last_checkpoint(path)
     if osp.isdir(path) and osp.isfile(osp.join(path, 'config.json')):
         state = load_hf_folder_state(path)
     else:
