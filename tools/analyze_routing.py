@@ -24,6 +24,7 @@ import json
 import os.path as osp
 import sys
 
+from xtuner_chartmoe.cli import run_main
 from xtuner_chartmoe.evaluation.routing_report import analyse, compare_routing
 from xtuner_chartmoe.model_options import add_model_arguments, load_chat
 
@@ -49,16 +50,12 @@ def main(argv=None):
     parser.add_argument('--out', required=True)
     parser.add_argument('--maps', type=int, default=4)
     args = parser.parse_args(argv)
-    try:
-        chat = load_chat(args)
-        other = (load_chat(args, 'compare-') if args.compare_release
-                 or args.compare_config else None)
-        images = image_paths(args.data, args.image_folder)
-        stats, maps = analyse(chat, images, args.out, num_maps=args.maps)
-        change = other and compare_routing(chat, other, images, args.out)
-    except (ValueError, FileNotFoundError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
+    chat = load_chat(args)
+    other = (load_chat(args, 'compare-') if args.compare_release
+             or args.compare_config else None)
+    images = image_paths(args.data, args.image_folder)
+    stats, maps = analyse(chat, images, args.out, num_maps=args.maps)
+    change = other and compare_routing(chat, other, images, args.out)
     shares = ', '.join(f'{n} {s:.1%}' for n, s in zip(
         stats['expert_names'], stats['top1_fraction']))
     print(f"{stats['tokens']} visual tokens; top-1 share: {shares}; "
@@ -74,4 +71,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_main(main))

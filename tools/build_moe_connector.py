@@ -26,6 +26,7 @@ finds its place; nothing is written when one does not.
 import argparse
 import sys
 
+from xtuner_chartmoe.cli import run_main
 from xtuner_chartmoe.fileio import atomic_directory
 from xtuner_chartmoe.model import (CHARTMOE_EXPERT_NAMES, ROUTERS,
                                    build_moe_projector, export_reference,
@@ -84,17 +85,13 @@ def build(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        if args.mode == 'export':
-            target = export_reference(args.connector_dir, args.checkpoint)
-            print(f"exported experts {', '.join(CHARTMOE_EXPERT_NAMES)} "
-                  f'(in that order) -> {target}')
-            return 0
-        moe = (load_connector(args.checkpoint, args.expert_names)
-               if args.mode == 'import' else build(args))
-    except (FileNotFoundError, ValueError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
+    if args.mode == 'export':
+        target = export_reference(args.connector_dir, args.checkpoint)
+        print(f"exported experts {', '.join(CHARTMOE_EXPERT_NAMES)} "
+              f'(in that order) -> {target}')
+        return 0
+    moe = (load_connector(args.checkpoint, args.expert_names)
+           if args.mode == 'import' else build(args))
     with atomic_directory(args.out_dir) as tmp:
         moe.save_pretrained(tmp)
     cfg = moe.config
@@ -106,4 +103,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -8,6 +8,7 @@ With --pot the program-of-thought prompt is used (the reply is Python code).
 import argparse
 import sys
 
+from xtuner_chartmoe.cli import run_main
 from xtuner_chartmoe.inference import ChartMoEChat
 from xtuner_chartmoe.prompts import PROMPTS
 
@@ -21,13 +22,9 @@ def main(argv=None):
     parser.add_argument('--pot', action='store_true')
     parser.add_argument('--max-new-tokens', type=int, default=64)
     args = parser.parse_args(argv)
-    try:
-        chat = ChartMoEChat.from_release(args.release_dir)
-        prompt = PROMPTS['pot' if args.pot else 'short'] + args.question
-        reply = chat.answer([args.image], [prompt], args.max_new_tokens)[0]
-    except (FileNotFoundError, ValueError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
+    chat = ChartMoEChat.from_release(args.release_dir)
+    prompt = PROMPTS['pot' if args.pot else 'short'] + args.question
+    reply = chat.answer([args.image], [prompt], args.max_new_tokens)[0]
     print(f'question: {args.question}\nanswer:   {reply}')
     counts = chat.top1_counts()
     if counts:
@@ -37,4 +34,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -13,6 +13,7 @@ import argparse
 import os.path as osp
 import sys
 
+from xtuner_chartmoe.cli import run_main
 from xtuner_chartmoe.demo import build_demo, load_examples
 from xtuner_chartmoe.inference import ChartMoEChat
 
@@ -32,16 +33,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     source = args.examples or (DEFAULT_EXAMPLES if osp.isfile(
         DEFAULT_EXAMPLES) else None)
-    try:
-        examples = load_examples(source, args.image_folder) if source else []
-        chat = ChartMoEChat.from_release(args.release_dir)
-    except (FileNotFoundError, ValueError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
+    examples = load_examples(source, args.image_folder) if source else []
+    chat = ChartMoEChat.from_release(args.release_dir)
     build_demo(chat, examples=examples).launch(
         server_name=args.host, server_port=args.port, show_api=False)
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -19,6 +19,7 @@ import argparse
 import os.path as osp
 import sys
 
+from xtuner_chartmoe.cli import run_main
 from xtuner_chartmoe.evaluation.chartqa import evaluate
 from xtuner_chartmoe.evaluation.sandbox import SandboxUnavailable, require
 from xtuner_chartmoe.model_options import add_model_arguments, load_chat
@@ -64,10 +65,7 @@ def main(argv=None):
     for path in split_files.values():
         if not osp.isfile(path):
             return fail(f'split file not found: {path}')
-    try:
-        chat = load_chat(args, device=args.device)
-    except (ValueError, FileNotFoundError) as err:
-        return fail(err)
+    chat = load_chat(args, device=args.device)
     if args.force_expert is not None:
         if not chat.is_moe:
             return fail('--force-expert needs a MoE connector')
@@ -85,4 +83,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -11,9 +11,9 @@ MoE connector and the visual encoder are saved next to it with a
 ``xtuner_chartmoe/release.py``.
 """
 import argparse
-import subprocess
 import sys
 
+from xtuner_chartmoe.cli import run_main
 from xtuner_chartmoe.release import write_release
 
 
@@ -26,15 +26,10 @@ def main(argv=None):
     parser.add_argument('--device', default='cpu',
                         choices=('cpu', 'cuda', 'auto'))
     args = parser.parse_args(argv)
-    try:
-        write_release(args.hf_dir, args.save_dir, args.device)
-    except (FileNotFoundError, ValueError,
-            subprocess.CalledProcessError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 1
+    write_release(args.hf_dir, args.save_dir, args.device)
     print(f'ChartMoE release written to {args.save_dir}')
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -181,22 +181,39 @@ def dispatch(args):
         return 0
 
 
-def main(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
+# what a user can get wrong (a missing file, a bad value, a failed step):
+# reported in one line, never as a traceback
+USER_ERRORS = (FileNotFoundError, ValueError, subprocess.CalledProcessError)
+
+
+def run_main(main, argv=None):
+    """Exit status of a command's ``main(argv)``: a :data:`USER_ERRORS`
+    error prints ``error: ...`` and gives 1; ``sys.exit('message')`` (argparse
+    too) prints the message and gives 1. The ``chartmoe`` command and every
+    ``tools/*.py`` script run their ``main`` through it."""
     try:
-        if argv and (argv[0] in TOOLS or argv[0] in ('train', 'convert',
-                                                     'benchmark')):
-            return passthrough(argv[0], argv[1:])
-        return dispatch(parser().parse_args(argv))
-    except (FileNotFoundError, ValueError) as err:
+        return main(argv) or 0
+    except USER_ERRORS as err:
         print(f'error: {err}', file=sys.stderr)
         return 1
-    except SystemExit as exit_:  # a tool's argparse or sys.exit('message')
+    except SystemExit as exit_:
         code = exit_.code
         if isinstance(code, str):
             print(code, file=sys.stderr)
             return 1
         return code or 0
+
+
+def _main(argv):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and (argv[0] in TOOLS or argv[0] in ('train', 'convert',
+                                                 'benchmark')):
+        return passthrough(argv[0], argv[1:])
+    return dispatch(parser().parse_args(argv))
+
+
+def main(argv=None):
+    return run_main(_main, argv)
 
 
 if __name__ == '__main__':
