@@ -81,6 +81,69 @@ def test_deepspeed_single_process_only_without_a_launcher(monkeypatch,
     assert int(env['MASTER_PORT']) > 0 and len(logged()) == 1
 
 
+class _Work:
+    """A collective's handle that counts how often it is waited for."""
+
+    def __init__(self):
+        self.waits = 0
+
+    def wait(self):
+        self.waits += 1
+
+
+def _backend_module():
+    """A ``deepspeed.comm.torch`` whose gathers have DeepSpeed's
+    signatures and return a :class:`_Work` when ``async_op``."""
+    def gather(self, output_tensor, input_tensor, group=None,
+               async_op=False):
+        return _Work() if async_op else None
+
+    def all_gather(self, tensor_list, tensor, group=None, async_op=False):
+        return _Work() if async_op else None
+
+    backend = type('TorchBackend', (), {
+        'all_gather': all_gather, 'all_gather_into_tensor': gather,
+        'all_gather_base': gather})
+    return types.SimpleNamespace(TorchBackend=backend)
+
+
+def test_deepspeed_gloo_gathers_are_waited_for_at_launch(monkeypatch,
+                                                         logged):
+    """ZeRO-3 waits only for the last of a series of async all-gathers: on
+    gloo each one is complete when it returns; elsewhere (NCCL streams
+    keep them in order) the handle is left to the caller."""
+    module = _backend_module()
+    assert compat.deepspeed_gloo_gathers(module) is False
+    backend = module.TorchBackend()
+    monkeypatch.setattr(compat, '_ACTED', set())
+    monkeypatch.setattr(torch.distributed, 'get_backend',
+                        lambda group=None: 'nccl')
+    assert backend.all_gather_into_tensor(
+        output_tensor=1, input_tensor=2, async_op=True).waits == 0
+    assert logged() == []
+    monkeypatch.setattr(torch.distributed, 'get_backend',
+                        lambda group=None: 'gloo')
+    for call in (
+            lambda: backend.all_gather_into_tensor(
+                output_tensor=1, input_tensor=2, group=None, async_op=True),
+            lambda: backend.all_gather_base(1, 2, None, True),
+            lambda: backend.all_gather([1], 2, async_op=True)):
+        assert call().waits == 1
+    assert backend.all_gather([1], 2) is None  # synchronous: nothing to wait
+    assert len(logged()) == 1 and 'gloo' in logged()[0]
+
+
+def test_deepspeed_gloo_gathers_mend_deepspeed_itself():
+    pytest.importorskip('deepspeed')
+    code = ('from xtuner_chartmoe import compat; compat.install()\n'
+            'from deepspeed.comm.torch import TorchBackend as B\n'
+            'print(all(hasattr(getattr(B, n), "__wrapped__")'
+            ' for n in compat._GATHERS))\n')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                         text=True)
+    assert out.stdout.split()[-1:] == ['True'], out.stderr
+
+
 def test_resume_loaders_only_with_torch_2_6(monkeypatch, tmp_path, logged):
     import numpy as np
     checkpoint = tmp_path / 'iter_1.pth'

@@ -26,6 +26,10 @@ fix                                acts when                      module
                                    launcher (no ``RANK`` /
                                    ``WORLD_SIZE``): it would look
                                    for MPI
+``deepspeed_gloo_gathers``         an all-gather launched         deepspeed.comm.torch
+                                   asynchronously on a gloo
+                                   process group (CPU): it is
+                                   waited for at once
 ``resume_weights_only``            torch >= 2.6 (``weights_only``  mmengine.runner.checkpoint,
                                    refuses mmengine's own          xtuner.tools.utils
                                    training state)
@@ -52,6 +56,7 @@ import datetime
 import functools
 import importlib.abc
 import importlib.util
+import inspect
 import logging
 import os
 import sys
@@ -66,6 +71,7 @@ _TORCHVISION_SCHEMAS = (
 )
 _KEEP = []  # objects that must stay alive (a torch.library.Library)
 _APPLIED = set()
+_ACTED = set()  # fixes that log when they first act
 GLOO_TEARDOWN_TIMEOUT = datetime.timedelta(seconds=60)
 
 
@@ -218,6 +224,46 @@ def deepspeed_single_process(module):
     return False  # acting is logged when it acts
 
 
+# -- deepspeed_gloo_gathers ---------------------------------------------------
+_GATHERS = ('all_gather', 'all_gather_into_tensor', 'all_gather_base')
+
+
+def deepspeed_gloo_gathers(module):
+    """DeepSpeed's ZeRO-3 ``_allgather_params_coalesced`` (used by every
+    ``GatheredParameters``, e.g. transformers loading a checkpoint under
+    ZeRO-3) launches one async all-gather per parameter and waits only for
+    the last, which is enough on a CUDA stream where they finish in order.
+    Gloo runs them on a pool of threads: an earlier gather can land after
+    the wait, overwriting the weights rank 0 has just loaded with the
+    uninitialised buffer of the partitions (NaN or 1e30 weights at random,
+    in about half of the CPU runs). On gloo each all-gather is waited for
+    before it returns; the handle stays valid (waiting again is free)."""
+    import torch.distributed as dist
+    backend = module.TorchBackend
+
+    def waited(original):
+        signature = inspect.signature(original)
+
+        @functools.wraps(original)
+        def gather(*args, **kwargs):
+            work = original(*args, **kwargs)
+            call = signature.bind(*args, **kwargs)
+            call.apply_defaults()
+            if (call.arguments['async_op'] and work is not None
+                    and dist.get_backend(call.arguments['group']) == 'gloo'):
+                if 'deepspeed_gloo_gathers' not in _ACTED:
+                    _ACTED.add('deepspeed_gloo_gathers')
+                    _log('gloo: DeepSpeed all-gathers are waited for as they '
+                         'are launched (ZeRO-3 waits only for the last)')
+                work.wait()
+            return work
+        return gather
+
+    for name in _GATHERS:
+        setattr(backend, name, waited(getattr(backend, name)))
+    return False  # acting is logged when a gather is first waited for
+
+
 # -- resume_weights_only -----------------------------------------------------
 def _load_own_checkpoint(filename, map_location=None):
     """``torch.load`` of a checkpoint this training run wrote (mmengine
@@ -330,6 +376,7 @@ FIXES = (
     ('xtuner.utils.device', 'after', no_accelerator),
     ('mmengine.dist.utils', 'after', cpu_torchrun),
     ('deepspeed.comm.comm', 'after', deepspeed_single_process),
+    ('deepspeed.comm.torch', 'after', deepspeed_gloo_gathers),
     ('mmengine.runner.checkpoint', 'after', resume_loader),
     ('xtuner.tools.utils', 'after', resume_seed),
     ('transformers.dynamic_module_utils', 'after', internlm2_generation),
