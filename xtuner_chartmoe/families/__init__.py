@@ -1,0 +1,1 @@
+"""Model families (base VLM architectures) that ChartMoE's connector plugs into."""

@@ -1,0 +1,97 @@
+"""Answering with IXC2 / ChartMoE: images and a prompt in, text out.
+
+:func:`generate_reply` runs transformers' generation on prepared
+embeddings (the Partial LoRA applies to the prompt's visual tokens at
+prefill, never at decode steps) and cuts the reply at the first stop
+token. :func:`chat` is IXC2's native chat; :func:`chartmoe_answer` is
+ChartMoE's ``ChartMoE_Robot.chat`` as its ChartQA evaluation calls it.
+"""
+from typing import NamedTuple
+
+import torch
+
+from . import chartmoe_protocol
+from .modeling_vision import image_to_tensor
+from .sequence import (IMAGE_PLACEHOLDER, MAX_LENGTH, META_INSTRUCTION,
+                       NATIVE_GENERATION, STOP_TOKEN_IDS, TURN_END,
+                       embed_segments, native_chat_prompt, native_segments)
+
+
+class Reply(NamedTuple):
+    """A generated reply: its ``text`` and its ``token_ids`` (the stop
+    token, if one ended it, excluded)."""
+    text: str
+    token_ids: list
+
+
+def pixel_values(images, size):
+    """Image paths or PIL images -> ``[N, 3, size, size]`` (IXC2's
+    preprocessing)."""
+    return torch.stack([image_to_tensor(image, size) for image in images])
+
+
+@torch.no_grad()
+def encode_images(model, images):
+    """Image paths or PIL images -> visual tokens ``[N, 1225, D]`` in the
+    LLM's space."""
+    pixels = pixel_values(images, model.config.img_size)
+    return model.encode_images(pixels.to(model.device))
+
+
+@torch.no_grad()
+def generate_reply(model, tokenizer, inputs_embeds, im_mask,
+                   stop_token_ids=STOP_TOKEN_IDS, **generate_kwargs):
+    """Generate from ``inputs_embeds [1, L, D]`` / ``im_mask [1, L]``
+    until a token of ``stop_token_ids`` or ``max_new_tokens``; other
+    ``generate_kwargs`` go to transformers' ``generate``. The text is
+    decoded without special tokens and cut at ``[UNUSED_TOKEN_145]``."""
+    out = model.generate(
+        inputs_embeds=inputs_embeds, im_mask=im_mask,
+        attention_mask=torch.ones(inputs_embeds.shape[:2], dtype=torch.long,
+                                  device=inputs_embeds.device),
+        eos_token_id=list(stop_token_ids), pad_token_id=tokenizer.pad_token_id,
+        **generate_kwargs)
+    ids = out[0].tolist()
+    stops = [i for i, token in enumerate(ids) if token in stop_token_ids]
+    ids = ids[:stops[0]] if stops else ids
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    return Reply(text.split(TURN_END)[0], ids)
+
+
+def chat(model, tokenizer, query, images=(), history=(),
+         meta_instruction=None, **generate_kwargs):
+    """IXC2's chat: ``query`` with ``<ImageHere>`` per image (one is put
+    first when the query has none), the ``(question, answer)`` ``history``,
+    IXC2's meta instruction unless ``meta_instruction`` is given ('' for
+    none) and its generation defaults (sampling, top-p 0.8) unless
+    overridden. Returns ``(response, history + [(query, response)])``."""
+    if images and IMAGE_PLACEHOLDER not in query:
+        query = IMAGE_PLACEHOLDER * len(images) + query
+    prompt = native_chat_prompt(
+        query, history,
+        META_INSTRUCTION if meta_instruction is None else meta_instruction)
+    tokens = encode_images(model, images) if images else None
+    embeds, im_mask = embed_segments(model, native_segments(tokenizer, prompt),
+                                     tokens, MAX_LENGTH)
+    settings = {**NATIVE_GENERATION, **generate_kwargs}
+    if not settings['do_sample']:  # greedy: no sampling settings
+        settings.pop('temperature'), settings.pop('top_p')
+    reply = generate_reply(model, tokenizer, embeds, im_mask, **settings)
+    return reply.text, [*history, (query, reply.text)]
+
+
+def chartmoe_answer(model, tokenizer, image, prompt, history='',
+                    **generate_kwargs):
+    """ChartMoE's answer to ``prompt`` (e.g.
+    ``chartmoe_protocol.chartqa_prompt(question)``) about ``image``: its
+    sequence layout (``<s>``, image, prompt), greedy, 500 new tokens,
+    stopping at ``[UNUSED_TOKEN_145]`` / ``</s>``, stripped. Returns a
+    :class:`Reply`."""
+    tokens = encode_images(model, [image])
+    embeds, im_mask = embed_segments(
+        model, chartmoe_protocol.chartmoe_segments(tokenizer, prompt, history),
+        tokens)
+    reply = generate_reply(
+        model, tokenizer, embeds, im_mask, chartmoe_protocol.STOP_TOKEN_IDS,
+        **{**chartmoe_protocol.GENERATION, **generate_kwargs})
+    return reply._replace(text=reply.text.strip())
