@@ -32,8 +32,8 @@ def test_upcycled_moe_gives_the_dense_models_loss(tiny, batch, build):
         dense_loss = model_loss(dense, batch)['loss']
         moe_loss = model_loss(moe, batch)['loss']
     torch.testing.assert_close(moe_loss, dense_loss, atol=1e-5, rtol=0)
-    routing = moe.last_routing
-    assert routing.selected_experts.shape[:2] == (4, 64)  # 112/14 = 8x8
+    routing = moe.routing_recorder.routings['projector']
+    assert routing.experts.shape[:2] == (4, 64)  # 112/14 = 8x8
 
 
 def test_aux_losses_are_added_and_logged_separately(tiny, batch, build):

@@ -7,7 +7,7 @@ from transformers import CLIPVisionModel
 
 from conftest import build_tiny_model, model_loss
 from xtuner_chartmoe.hooks import TopKScheduleHook
-from xtuner_chartmoe.model import (ROUTERS, CLIPMoEMLP,
+from xtuner_chartmoe.model import (ROUTERS, CLIPMoEMLP, RoutingRecorder,
                                    load_clip_vision, upcycle_clip_mlps)
 
 
@@ -32,9 +32,10 @@ def test_upcycled_clip_equals_dense_clip_at_step_0(tiny):
     with torch.no_grad():
         dense = clip(pixels, output_hidden_states=True).hidden_states
         layers = upcycle_clip_mlps(clip, num_experts=4, num_selected=2)
+        recorder = RoutingRecorder({'layer0': layers[0]})
         moe = clip(pixels, output_hidden_states=True).hidden_states
     assert len(layers) == clip.config.num_hidden_layers
-    assert layers[0].last_routing.experts.shape == (2 * 65, 2)
+    assert recorder.routings['layer0'].experts.shape == (2 * 65, 2)
     for a, b in zip(dense, moe):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match='already upcycled'):

@@ -5,7 +5,7 @@ from transformers import AutoModel
 from xtuner.model.modules import ProjectorConfig, ProjectorModel
 
 from xtuner_chartmoe.model import (MoEProjectorConfig, MoEProjectorModel,
-                                   build_moe_projector, sorted_dispatch)
+                                   build_moe_projector)
 
 DV, DL = 16, 24
 
@@ -53,7 +53,7 @@ def test_matches_token_loop_reference(num_experts, top_k):
     torch.testing.assert_close(moe(x), out.last_hidden_state)
 
 
-def test_sorted_dispatch_equals_naive_loop():
+def test_block_mix_equals_naive_loop():
     moe = make_moe(4, 2)
     x = torch.randn(50, DV)
     weights = torch.rand(50, 2)
@@ -62,16 +62,14 @@ def test_sorted_dispatch_equals_naive_loop():
         sum(weights[n, k] * moe.experts[experts[n, k]](x[n]) for k in range(2))
         for n in range(50)])
     torch.testing.assert_close(
-        sorted_dispatch(x, weights, experts, moe.experts), naive, atol=1e-6,
-        rtol=0)
+        moe.mix(x, weights, experts), naive, atol=1e-6, rtol=0)
 
 
 def test_expert_without_tokens_still_gets_a_gradient():
     moe = make_moe(4, 1).train()
     x = torch.randn(2, 5, DV)
     experts = torch.zeros(10, 1, dtype=torch.long)  # all to expert 0
-    out = sorted_dispatch(x.view(10, DV), torch.ones(10, 1), experts,
-                          moe.experts)
+    out = moe.mix(x.view(10, DV), torch.ones(10, 1), experts)
     out.sum().backward()
     for i in range(1, 4):
         grad = moe.experts[i][0].weight.grad

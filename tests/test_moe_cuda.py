@@ -2,10 +2,8 @@
 import pytest
 import torch
 
-from xtuner_chartmoe.model import (MoEProjectorConfig, MoEProjectorModel,
-                                   run_experts_grouped, run_experts_sliced,
-                                   sorted_dispatch)
-from xtuner_chartmoe.model.modeling_moe_projector import grouped_mm_supported
+from xtuner_chartmoe.model import MoEProjectorConfig, MoEProjectorModel
+from xtuner_chartmoe.model.moe_block import grouped_mm_supported
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason='needs a CUDA GPU')
@@ -20,9 +18,8 @@ def make(dv=256, dl=512):
 
 def grads_of(moe, x, experts, weights, grouped):
     moe.zero_grad()
-    out = sorted_dispatch(x, weights, experts, moe.experts,
-                          run_experts_grouped if grouped else
-                          run_experts_sliced)
+    moe.dispatch = 'grouped_mm' if grouped else 'slices'
+    out = moe.mix(x, weights, experts)
     out.float().square().mean().backward()
     return out, [p.grad.clone() for p in moe.experts.parameters()]
 
@@ -32,7 +29,7 @@ def test_grouped_gemm_equals_per_expert_slices(skew):
     moe = make()
     if not grouped_mm_supported(torch.zeros(1, device='cuda',
                                             dtype=torch.bfloat16),
-                                moe.experts):
+                                [moe.expert_layers(e) for e in moe.experts]):
         pytest.skip('torch._grouped_mm not available on this GPU/torch')
     x = torch.randn(3000, 256, device='cuda', dtype=torch.bfloat16)
     experts = torch.randint(0, 4, (3000, 2), device='cuda')

@@ -101,9 +101,10 @@ def test_converted_and_merged_model_reloads_and_generates(pipeline, workspace):
                               atol=1e-4)  # LoRA folded in
     data = workspace / 'work_dirs' / 'tiny' / 'data'
     test = json.loads((data / 'test' / 'test_human.json').read_text())[:2]
-    replies = chat.answer([str(data / t['imgname']) for t in test],
-                          [t['query'] for t in test], max_new_tokens=8)
-    assert chat.last_routing.selected_experts.shape == (2, 64, 2)
+    replies, routing = chat.answer([str(data / t['imgname']) for t in test],
+                                   [t['query'] for t in test],
+                                   max_new_tokens=8, return_routing=True)
+    assert routing.experts.shape == (2, 64, 2)
     # batched generation equals one-by-one generation (left padding is right)
     for i in (0, 1):
         assert chat.answer([str(data / test[i]['imgname'])],
@@ -172,7 +173,7 @@ def test_eval_and_routing_analysis_on_the_release(pipeline, workspace):
 
 def test_clip_moe_sft_trains_converts_and_merges(pipeline, workspace):
     from xtuner_chartmoe.inference import ChartMoEChat
-    from xtuner_chartmoe.model import CLIPMoEMLP
+    from xtuner_chartmoe.model import CLIPMoEMLP, RoutingRecorder
     name = 'chartmoe_tiny_llama_tiny_clip_clipmoe_lora_e12_cpu_sft'
     losses, checkpoint = train(workspace, name,
                                'train_dataloader.dataset.times=4')
@@ -198,11 +199,11 @@ def test_clip_moe_sft_trains_converts_and_merges(pipeline, workspace):
     assert torch.equal(mlp.gate.weight, trained[
         'visual_encoder.vision_model.encoder.layers.2.mlp.gate.weight'])
     data = workspace / 'work_dirs' / 'tiny' / 'data'
+    recorder = RoutingRecorder({'layer2': mlp})
     chat.answer([str(data / 'charts' / '000015.png')], ['Q?'],
                 max_new_tokens=4)
-    routing = chat.visual_encoder.vision_model.encoder.layers[2].mlp \
-        .last_routing  # the MoE MLPs routed the chart's 65 tokens
-    assert routing.experts.shape == (65, 2)
+    routing = recorder.routings['layer2']  # the MoE MLPs routed the chart's
+    assert routing.experts.shape == (65, 2)  # 65 tokens
     # the transformers-native release carries the CLIP MoE too
     run_tool(['-m', 'xtuner.tools.model_converters.pth_to_hf',
               osp.join(CFG, name + '.py'), checkpoint,
@@ -251,13 +252,15 @@ def test_release_runs_in_half_precision(pipeline, workspace, dtype):
     half = ChartMoEChat.from_release(release, dtype=dtype)
     for module in (half.llm, half.visual_encoder, half.projector):
         assert {p.dtype for p in module.parameters()} == {dtype}
-    answer = half.answer([image], ['Which category is highest?'], 8)[0]
+    answers, routed = half.answer([image], ['Which category is highest?'], 8,
+                                  return_routing=True)
+    answer = answers[0]
     assert isinstance(answer, str) and answer.strip()
-    routed = half.last_routing
-    assert routed.router_logits.dtype == torch.float32
-    full.answer([image], ['Which category is highest?'], 8)
-    same = (routed.selected_experts[..., 0] ==
-            full.last_routing.selected_experts[..., 0]).float().mean()
+    assert routed.logits.dtype == torch.float32
+    _, full_routing = full.answer([image], ['Which category is highest?'], 8,
+                                  return_routing=True)
+    same = (routed.experts[..., 0] ==
+            full_routing.experts[..., 0]).float().mean()
     assert same >= 0.8
 
 
@@ -296,7 +299,8 @@ def test_demo_turns(pipeline, workspace):
     # the PoT turn runs the reply's program in the sandbox
     replies = iter(['Here:\n```python\nprint(6 * 7)\n```',
                     '```python\nimport os\nos.fork()\n```'])
-    chat.answer = lambda images, questions, max_new_tokens: [next(replies)]
+    chat.answer = lambda images, questions, max_new_tokens, return_routing: (
+        [next(replies)], None)
     assert ask(chat, image, 'Sum?', True, 32)[:3] == (
         '42', 'print(6 * 7)\n', "ran in the sandbox: printed '42'")
     answer, program, report, _ = ask(chat, image, 'Sum?', True, 32)

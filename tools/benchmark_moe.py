@@ -19,8 +19,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from xtuner_chartmoe.model import (MoEProjectorConfig, MoEProjectorModel,
-                                   run_experts_grouped, sorted_dispatch)
+from xtuner_chartmoe.model import MoEProjectorConfig, MoEProjectorModel
 
 SIZES = {'tiny': (64, 128), 'real': (1024, 4096)}
 
@@ -78,10 +77,9 @@ def bench_row(size, batch, tokens, args):
     moe.set_top_k(2)
     row['top2'] = run(moe)
     if device.type == 'cuda':  # the grouped-GEMM dispatch, for comparison
-        route = lambda t: moe.route(t.reshape(-1, dv))
-        row['top2_grouped'] = run(lambda t: sorted_dispatch(
-            t.reshape(-1, dv), *route(t)[2:], moe.experts,
-            run_experts_grouped))
+        moe.dispatch = 'grouped_mm'
+        row['top2_grouped'] = run(moe)
+        moe.dispatch = 'slices'
     row['reference'] = run(lambda t: reference_loop(moe, t))
     with torch.no_grad():
         diff = (moe(x).float() - reference_loop(moe, x).float()).abs().max()

@@ -24,9 +24,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     chat = ChartMoEChat.from_release(args.release_dir)
     prompt = PROMPTS['pot' if args.pot else 'short'] + args.question
-    reply = chat.answer([args.image], [prompt], args.max_new_tokens)[0]
-    print(f'question: {args.question}\nanswer:   {reply}')
-    counts = chat.top1_counts()
+    replies, routing = chat.answer([args.image], [prompt],
+                                   args.max_new_tokens, return_routing=True)
+    print(f'question: {args.question}\nanswer:   {replies[0]}')
+    counts = chat.top1_counts(routing)
     if counts:
         print('top-1 expert per visual token: ' + ', '.join(
             f'{n}={c}' for n, c in counts.items()))

@@ -21,7 +21,9 @@ def ask(chat, image_path, question, use_pot, max_new_tokens=256):
     if not question or not question.strip():
         return 'Please type a question.', '', '', None
     prompt = PROMPTS['pot' if use_pot else 'short'] + question
-    reply = chat.answer([image_path], [prompt], max_new_tokens)[0]
+    replies, routing = chat.answer([image_path], [prompt], max_new_tokens,
+                                   return_routing=True)
+    reply = replies[0]
     program, report, answer = '', '', reply
     if use_pot:
         program = extract_program(reply)
@@ -34,12 +36,11 @@ def ask(chat, image_path, question, use_pot, max_new_tokens=256):
             answer, report = '', f'not run: {err}'
 
     expert_map = None
-    if chat.last_routing is not None:
+    if routing is not None:
         expert_map = osp.join(tempfile.mkdtemp(prefix='chartmoe_demo_'),
                               'expert_map.png')
-        draw_expert_map(image_path, chat.last_routing.selected_experts[0, :, 0]
-                        .cpu(), chat.projector.config.expert_names,
-                        expert_map)
+        draw_expert_map(image_path, routing.experts[0, :, 0].cpu(),
+                        chat.projector.config.expert_names, expert_map)
     return answer, program, report, expert_map
 
 

@@ -35,7 +35,7 @@ from .prompts import stop_token_ids
 CODE_DIR = osp.join(osp.dirname(osp.abspath(__file__)), 'hf_native_code')
 MODEL_DIR = osp.join(osp.dirname(osp.abspath(__file__)), 'model')
 CONNECTOR_CODE = ('configuration_moe_projector.py', 'modeling_moe_projector.py',
-                  'routers.py', 'modeling_clip_moe.py')
+                  'moe_block.py', 'routers.py', 'modeling_clip_moe.py')
 IMAGE_TOKEN = '<image>'
 BUILTIN_TEXT_MODEL = '''"""Builds the LLM of this release (a transformers model)."""
 from transformers import AutoConfig, AutoModelForCausalLM
@@ -149,7 +149,7 @@ def export_huggingface(model, cfg, save_dir, fp32=False):
     from transformers import GenerationConfig
     from xtuner.registry import BUILDER
 
-    from .model.clip_moe import clip_moe_layers
+    from .model.modeling_clip_moe import clip_moe_layers
     from .model.modeling_moe_projector import MoEProjectorModel
     if not isinstance(model.projector, MoEProjectorModel):
         raise NotImplementedError(

@@ -3,7 +3,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
 from .evaluation.routing_stats import RoutingStats
-from .model.clip_moe import clip_moe_layers
+from .model.moe_block import SparseMoEBlock
 
 
 def _unwrap(runner):
@@ -12,21 +12,24 @@ def _unwrap(runner):
 
 
 class RoutingStatsHook(Hook):
-    """Logs the MoE connector's routing of each training batch:
-    ``load_<expert>`` (share of top-k slots), ``router_entropy`` and
-    ``router_margin`` go to the runner's message hub, hence to the training
-    log and the visualizer's scalars like the loss."""
+    """Logs the MoE connector's routing of each training batch (read from
+    the model's ``routing_recorder``): ``load_<expert>`` (share of top-k
+    slots), ``router_entropy`` and ``router_margin`` go to the runner's
+    message hub, hence to the training log and the visualizer's scalars like
+    the loss."""
     priority = 'NORMAL'  # before LoggerHook
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None):
         model = _unwrap(runner)
-        routing = getattr(model, 'last_routing', None)
+        recorder = getattr(model, 'routing_recorder', None)
+        routing = None if recorder is None else recorder.routings.get(
+            'projector')
         if routing is None:
             return
         config = model.projector.config
         stats = RoutingStats(config.num_experts, config.expert_names).update(
-            routing.router_probs, routing.selected_experts).result()
+            routing.probs, routing.experts).result()
         hub = runner.message_hub
         for name, load in zip(config.expert_names, stats['load']):
             hub.update_scalar(f'train/load_{name}', load)
@@ -35,10 +38,10 @@ class RoutingStatsHook(Hook):
 
 
 class TopKScheduleHook(Hook):
-    """Grow the top-k of the MoE connector (and CLIP MoE layers) during
-    training, as the hyper-router recipe does: ``start_k`` for the first
-    ``switch_ratio`` of the iterations, then ``end_k``. The current k is a
-    buffer (``num_selected``), so it is checkpointed and resumed."""
+    """Grow the top-k of every MoE layer (the connector and CLIP MoE layers)
+    during training, as the hyper-router recipe does: ``start_k`` for the
+    first ``switch_ratio`` of the iterations, then ``end_k``. The current k
+    is a buffer (``num_selected``), so it is checkpointed and resumed."""
 
     def __init__(self, start_k=1, end_k=2, switch_ratio=0.5):
         self.start_k, self.end_k, self.switch_ratio = start_k, end_k, \
@@ -48,8 +51,6 @@ class TopKScheduleHook(Hook):
         model = _unwrap(runner)
         k = self.start_k if runner.iter < self.switch_ratio * \
             runner.max_iters else self.end_k
-        moe_layers = clip_moe_layers(model.visual_encoder)
-        if getattr(model, 'is_moe', False):
-            moe_layers.append(model.projector)
-        for layer in moe_layers:
-            layer.set_top_k(k)
+        for layer in model.modules():
+            if isinstance(layer, SparseMoEBlock):
+                layer.set_top_k(k)

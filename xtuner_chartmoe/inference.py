@@ -18,10 +18,10 @@ from xtuner.dataset.utils import expand2square
 from xtuner.utils import DEFAULT_IMAGE_TOKEN
 
 from .compat import fix_internlm2_generation
-from .model.clip_moe import load_clip_vision
+from .model.clip_vision_loader import load_clip_vision
 from .model.configuration_moe_projector import MoEProjectorConfig
+from .model.connector_formats import load_connector
 from .model.modeling_moe_projector import MoEProjectorModel
-from .model.moe_builder import load_connector
 from .prompts import stop_token_ids
 from .release import RELEASE_MANIFEST
 
@@ -47,9 +47,10 @@ class ChartMoEChat:
     :meth:`from_checkpoint` (a training config + ``iter_*.pth``).
     ``answer(images, questions)`` takes lists of PIL images (or paths) and
     question strings (already carrying any task prompt) and returns the
-    decoded replies, greedily, in one left-padded batch. ``last_routing``
-    keeps the connector's ``MoEProjectorOutput`` of the last batch
-    (``selected_experts [B, T, k]``, ...) for expert maps.
+    decoded replies, greedily, in one left-padded batch; with
+    ``return_routing=True`` also the connector's routing of the batch (a
+    ``RouterOutput``: ``probs [B, T, E]``, ``experts [B, T, k]``, ...; None
+    for a dense connector) for expert maps and statistics.
     """
 
     def __init__(self, llm, tokenizer, visual_encoder, image_processor,
@@ -62,7 +63,6 @@ class ChartMoEChat:
         self.visual_select_layer = visual_select_layer
         self.device = next(llm.parameters()).device
         self.stop_token_ids = stop_token_ids(self.tokenizer, self.template)
-        self.last_routing = None
 
     @classmethod
     def from_release(cls, release_dir, device=None, dtype=None):
@@ -117,13 +117,14 @@ class ChartMoEChat:
     def is_moe(self):
         return isinstance(self.projector, MoEProjectorModel)
 
-    def top1_counts(self, index=0):
+    def top1_counts(self, routing, index=0):
         """``{expert name: visual tokens whose best expert it is}`` for
-        image ``index`` of the last batch ({} with a dense connector)."""
-        if self.last_routing is None:
+        image ``index`` of a batch's ``routing`` ({} for None: a dense
+        connector)."""
+        if routing is None:
             return {}
         names = self.projector.config.expert_names
-        top1 = self.last_routing.selected_experts[index, :, 0]
+        top1 = routing.experts[index, :, 0]
         return dict(zip(names, torch.bincount(
             top1, minlength=len(names)).tolist()))
 
@@ -142,15 +143,15 @@ class ChartMoEChat:
 
     @torch.no_grad()
     def encode_images(self, images):
-        """-> visual tokens [B, T, D_llm]; sets ``last_routing`` (MoE)."""
+        """-> (visual tokens [B, T, D_llm], the connector's routing: a
+        ``RouterOutput`` over [B, T], or None for a dense connector)."""
         features = self.visual_encoder(
             self.pixel_values(images), output_hidden_states=True
         ).hidden_states[self.visual_select_layer][:, 1:]
         if not self.is_moe:
-            self.last_routing = None
-            return self.projector(features)
-        self.last_routing = self.projector(features, output_router_logits=True)
-        return self.last_routing.last_hidden_state
+            return self.projector(features), None
+        out = self.projector(features, output_router_logits=True)
+        return out.last_hidden_state, out.routing
 
     def prompt_ids(self, question):
         """Token ids of the chat prompt with one image slot; returns (ids
@@ -164,12 +165,15 @@ class ChartMoEChat:
         return bos + encode(before), encode(after)
 
     @torch.no_grad()
-    def answer(self, images, questions, max_new_tokens=500):
-        """Greedy replies, one per (image, question)."""
+    def answer(self, images, questions, max_new_tokens=500,
+               return_routing=False):
+        """Greedy replies, one per (image, question); with
+        ``return_routing``, ``(replies, routing)`` (see the class
+        docstring)."""
         if len(images) != len(questions):
             raise ValueError(f'{len(images)} images for {len(questions)} '
                              'questions')
-        visual = self.encode_images(images)
+        visual, routing = self.encode_images(images)
         embed = self.llm.get_input_embeddings()
         sequences = []
         for tokens, question in zip(visual, questions):
@@ -192,5 +196,6 @@ class ChartMoEChat:
             pad_token_id=self.tokenizer.pad_token_id
             if self.tokenizer.pad_token_id is not None else
             self.tokenizer.eos_token_id)
-        return [self.tokenizer.decode(seq, skip_special_tokens=True).strip()
-                for seq in output]
+        replies = [self.tokenizer.decode(seq, skip_special_tokens=True).strip()
+                   for seq in output]
+        return (replies, routing) if return_routing else replies

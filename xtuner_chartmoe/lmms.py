@@ -16,9 +16,10 @@ training checkpoint with its config (``pretrained=iter_N.pth,config=CFG.py,
 root=DIR``; ``root`` is where the config's relative paths start, the
 directory it was trained in).
 ``generate_until`` answers in batches of lmms-eval's ``--batch_size`` (greedy,
-``max_new_tokens`` from the task, cut at its ``until`` strings) and keeps
-each sample's routing (share of the top-k slots and top-1 count per expert,
-mean router entropy over the visual tokens) for the task to log.
+``max_new_tokens`` from the task, cut at its ``until`` strings); each reply
+is a :class:`RoutedReply` that carries its sample's routing (share of the
+top-k slots and top-1 count per expert, mean router entropy over the visual
+tokens) to the task's ``process_results``, which logs it.
 
 The task folder (:data:`TASKS_DIR`, printed by ``python -m
 xtuner_chartmoe.lmms``) holds ``chartqa_local``: ChartQA-format splits
@@ -32,9 +33,17 @@ import os
 import os.path as osp
 
 TASKS_DIR = osp.join(osp.dirname(osp.abspath(__file__)), 'lmms_tasks')
-# (task name, doc id) -> routing of that sample, filled by the model and
-# read by the task's process_results (the same process)
-ROUTING = {}
+
+
+class RoutedReply(str):
+    """A reply (the text, a ``str`` for lmms-eval's filters and logs) with
+    ``routing``: its sample's :func:`sample_routing` dict, or None (dense
+    connector)."""
+
+    def __new__(cls, text, routing=None):
+        reply = super().__new__(cls, text)
+        reply.routing = routing
+        return reply
 
 
 def manifest():
@@ -98,20 +107,18 @@ class ChartMoELmms(_lmms_base()):
             images.append(visuals[0].convert('RGB'))
             questions.append(context)
         gen_kwargs = batch[0][1]
-        answers = self.chat.answer(
+        answers, routing = self.chat.answer(
             images, questions, int(gen_kwargs.get(
-                'max_new_tokens', self.max_new_tokens)))
+                'max_new_tokens', self.max_new_tokens)), return_routing=True)
         until = gen_kwargs.get('until') or []
         for stop in [until] if isinstance(until, str) else until:
             answers = [a.split(stop)[0] for a in answers]
-        routing = self.chat.last_routing
-        if routing is not None:
-            names = self.chat.projector.config.expert_names
-            for i, (_, _, _, doc_id, task, _) in enumerate(batch):
-                ROUTING[(task, doc_id)] = sample_routing(
-                    routing.router_probs[i].float().cpu(),
-                    routing.selected_experts[i].cpu(), names)
-        return answers
+        if routing is None:
+            return [RoutedReply(a) for a in answers]
+        names = self.chat.projector.config.expert_names
+        return [RoutedReply(a, sample_routing(routing.probs[i].float().cpu(),
+                                              routing.experts[i].cpu(), names))
+                for i, a in enumerate(answers)]
 
     def loglikelihood(self, requests):
         raise NotImplementedError('chartmoe answers by generation only')

@@ -69,7 +69,7 @@ def save_visual_encoder(manifest, hf_dir, save_dir):
     else the base one, with its image processor."""
     from transformers import CLIPImageProcessor
 
-    from .model.clip_moe import load_clip_vision
+    from .model.clip_vision_loader import load_clip_vision
     trained = osp.join(hf_dir, 'visual_encoder')
     source = trained if osp.isdir(trained) else manifest['visual_encoder']
     load_clip_vision(source).save_pretrained(save_dir)

@@ -73,10 +73,9 @@ def analyse(chat, image_paths, out_dir, num_maps=4, batch_size=8):
     per_image, maps = {}, []
     for start in range(0, len(image_paths), batch_size):
         batch = image_paths[start:start + batch_size]
-        chat.encode_images(batch)
-        routing = chat.last_routing
-        stats.update(routing.router_probs, routing.selected_experts)
-        for path, chosen in zip(batch, routing.selected_experts[..., 0].cpu()):
+        _, routing = chat.encode_images(batch)
+        stats.update(routing.probs, routing.experts)
+        for path, chosen in zip(batch, routing.experts[..., 0].cpu()):
             per_image[path] = np.bincount(
                 chosen.numpy(), minlength=config.num_experts).tolist()
             if len(maps) < num_maps:
@@ -137,10 +136,8 @@ def compare_routing(chat_a, chat_b, image_paths, out_dir, batch_size=8):
     change = RoutingChange(config.num_experts, config.expert_names)
     for start in range(0, len(image_paths), batch_size):
         batch = image_paths[start:start + batch_size]
-        chat_a.encode_images(batch)
-        chat_b.encode_images(batch)
-        change.update(chat_a.last_routing.selected_experts,
-                      chat_b.last_routing.selected_experts)
+        change.update(chat_a.encode_images(batch)[1].experts,
+                      chat_b.encode_images(batch)[1].experts)
     result = change.result()
     atomic_write_json(osp.join(out_dir, 'routing_change.json'), result)
     plot_routing_change(result, osp.join(out_dir, 'routing_change.png'))

@@ -22,6 +22,7 @@ from .configuration_chartmoe import ChartMoEConfig
 from .configuration_moe_projector import MoEProjectorConfig  # noqa: F401
 from .modeling_clip_moe import CONFIG_KEY, upcycle_clip_mlps
 from .modeling_moe_projector import MoEProjectorModel
+from .moe_block import SparseMoEBlock  # noqa: F401
 from .routers import build_router  # noqa: F401
 from .text_model import build_text_model
 

@@ -6,16 +6,18 @@ installed (e.g. a bare inference or benchmark environment).
 """
 from transformers import AutoConfig, AutoModel
 
-from .checkpoint import LoadReport, load_checkpoint
-from .clip_moe import CLIPMoEMLP, load_clip_vision, upcycle_clip_mlps
+from .checkpoint import LoadReport, load_checkpoint, load_hf_folder_state
+from .clip_vision_loader import load_clip_vision
 from .configuration_moe_projector import MoEProjectorConfig
-from .modeling_moe_projector import (MoEProjectorModel, MoEProjectorOutput,
-                                     combine, dispatch, run_experts_grouped,
-                                     run_experts_sliced, sorted_dispatch)
-from .moe_builder import (CHARTMOE_EXPERT_NAMES, build_moe_projector,
-                          connector_from_reference, connector_to_reference,
-                          export_reference, load_connector,
-                          load_dense_projector_state, load_hf_folder_state)
+from .connector_builder import build_moe_projector
+from .connector_formats import (CHARTMOE_EXPERT_NAMES,
+                                connector_from_reference,
+                                connector_to_reference, export_reference,
+                                load_connector, load_dense_projector_state)
+from .modeling_clip_moe import CLIPMoEMLP, clip_moe_layers, upcycle_clip_mlps
+from .modeling_moe_projector import MoEProjectorModel, MoEProjectorOutput
+from .moe_block import (RoutingRecorder, SparseMoEBlock, combine, dispatch,
+                        run_experts_grouped, run_experts_sliced)
 from .routers import ROUTERS, RouterOutput, build_router
 
 AutoConfig.register(MoEProjectorConfig.model_type, MoEProjectorConfig)
@@ -31,12 +33,11 @@ def __getattr__(name):
 
 __all__ = [
     'ChartMoEModel', 'MoEProjectorConfig', 'MoEProjectorModel',
-    'MoEProjectorOutput', 'dispatch', 'combine', 'run_experts_sliced',
-    'run_experts_grouped', 'sorted_dispatch', 'build_moe_projector',
-    'load_connector', 'connector_from_reference', 'connector_to_reference',
-    'export_reference',
-    'CHARTMOE_EXPERT_NAMES', 'load_checkpoint', 'LoadReport',
-    'load_dense_projector_state', 'load_hf_folder_state', 'ROUTERS',
-    'RouterOutput', 'build_router', 'CLIPMoEMLP', 'load_clip_vision',
-    'upcycle_clip_mlps'
+    'MoEProjectorOutput', 'SparseMoEBlock', 'RoutingRecorder', 'dispatch',
+    'combine', 'run_experts_sliced', 'run_experts_grouped',
+    'build_moe_projector', 'load_connector', 'connector_from_reference',
+    'connector_to_reference', 'export_reference', 'CHARTMOE_EXPERT_NAMES',
+    'load_checkpoint', 'LoadReport', 'load_dense_projector_state',
+    'load_hf_folder_state', 'ROUTERS', 'RouterOutput', 'build_router',
+    'CLIPMoEMLP', 'clip_moe_layers', 'load_clip_vision', 'upcycle_clip_mlps'
 ]

@@ -12,11 +12,12 @@ from ..compat import fix_internlm2_generation
 from ..fileio import atomic_write_json
 from ..release import HF_MANIFEST
 from .checkpoint import load_checkpoint
-from .clip_moe import clip_moe_layers, upcycle_clip_mlps
+from .connector_builder import build_moe_projector
+from .connector_formats import load_connector, load_dense_projector_state
 from .losses import balance_loss, router_z_loss
+from .modeling_clip_moe import upcycle_clip_mlps
 from .modeling_moe_projector import MoEProjectorModel
-from .moe_builder import (build_moe_projector, load_connector,
-                          load_dense_projector_state)
+from .moe_block import RoutingRecorder, SparseMoEBlock
 
 class QLoRANeedsCUDA(SystemExit):
     """A quantized (QLoRA) LLM was asked for on a machine without CUDA;
@@ -62,7 +63,7 @@ class ChartMoEModel(LLaVAModel):
       ``num_selected``, ``router_type``, ...).
     - ``visual_encoder_moe``: e.g. ``dict(num_experts=4, num_selected=2)``
       turns every CLIP encoder MLP into a MoE of copies of it (CuMo
-      co-upcycling; see ``clip_moe``).
+      co-upcycling; see ``modeling_clip_moe``).
     - ``balance_loss_coef`` / ``z_loss_coef``: weights of the router aux losses
       (0 = off, ChartMoE's default; CuMo uses 0.1 / 0.01), averaged over all
       MoE layers (connector and CLIP). They show up as ``balance_loss`` /
@@ -78,8 +79,9 @@ class ChartMoEModel(LLaVAModel):
     config to train on such a machine).
 
     ``forward(data, mode='loss')`` returns ``{'loss', ['balance_loss'],
-    ['z_loss']}``; ``last_routing`` is the connector's routing of the last
-    forward (a ``MoEProjectorOutput``) for hooks and analysis.
+    ['z_loss']}``. ``routing_recorder`` (a ``RoutingRecorder``) holds the
+    routing of every MoE layer in the last forward, by name (the CLIP MoE
+    MLPs by module path, then ``'projector'``), for losses and hooks.
     """
 
     def __init__(self,
@@ -129,6 +131,7 @@ class ChartMoEModel(LLaVAModel):
             print_log(f'Load pretrained weight: {report.summary()}', 'current')
         self.balance_loss_coef = balance_loss_coef
         self.z_loss_coef = z_loss_coef
+        self.routing_recorder = RoutingRecorder(self._moe_layers())
 
     def _build_moe(self, moe_cfg):
         if 'pretrained' in moe_cfg:
@@ -164,39 +167,26 @@ class ChartMoEModel(LLaVAModel):
     def is_moe(self):
         return isinstance(self.projector, MoEProjectorModel)
 
-    @property
-    def last_routing(self):
-        """The connector's ``MoEProjectorOutput`` of the last forward, or
-        None (dense connector, or no image in the batch)."""
-        return self.projector.last_routing if self.is_moe else None
-
     def forward(self, data, data_samples=None, mode='loss'):
-        for layer in self._moe_layers():
-            layer.last_routing = None
+        self.routing_recorder.clear()
         outputs = super().forward(data, data_samples, mode)
         if mode == 'loss':
             outputs.update(self.aux_losses())
         return outputs
 
     def _moe_layers(self):
-        layers = clip_moe_layers(self.visual_encoder)
-        return layers + [self.projector] if self.is_moe else layers
+        """``{name: MoE layer}``: the CLIP MoE MLPs, then the connector."""
+        layers = {f'visual_encoder.{name}': module for name, module in
+                  self.visual_encoder.named_modules()
+                  if isinstance(module, SparseMoEBlock)}
+        if self.is_moe:
+            layers['projector'] = self.projector
+        return layers
 
     def moe_routings(self):
-        """(probs, selected experts, logits) of every MoE layer used in the
-        last forward: the CLIP MoE layers, then the connector."""
-        routings = []
-        for layer in self._moe_layers():
-            routing = layer.last_routing
-            if routing is None:
-                continue
-            if isinstance(layer, MoEProjectorModel):
-                routing = (routing.router_probs, routing.selected_experts,
-                           routing.router_logits)
-            else:
-                routing = (routing.probs, routing.experts, routing.logits)
-            routings.append(routing)
-        return routings
+        """The ``RouterOutput`` of every MoE layer used in the last forward:
+        the CLIP MoE layers, then the connector."""
+        return list(self.routing_recorder.routings.values())
 
     def aux_losses(self):
         """Weighted router losses (mean over MoE layers) for the loss dict;
@@ -209,11 +199,10 @@ class ChartMoEModel(LLaVAModel):
         losses = {}
         if self.balance_loss_coef:
             losses['balance_loss'] = self.balance_loss_coef * torch.stack([
-                balance_loss(probs, chosen) for probs, chosen, _ in routings
-            ]).mean()
+                balance_loss(r.probs, r.experts) for r in routings]).mean()
         if self.z_loss_coef:
             losses['z_loss'] = self.z_loss_coef * torch.stack(
-                [router_z_loss(logits) for _, _, logits in routings]).mean()
+                [router_z_loss(r.logits) for r in routings]).mean()
         return losses
 
     def materialized(self, cfg):

@@ -16,16 +16,42 @@ when no tensor matches, and when it fills part of a module but leaves some
 of that module's trainable tensors unfilled, other than new structure that
 starts fresh on purpose (the routers of upcycled layers, LoRA adapters the
 checkpoint has none of). Otherwise it returns a :class:`LoadReport` with the
-counts.
+counts. :func:`load_hf_folder_state` reads the state dict of any
+``save_pretrained`` folder.
 """
+import json
+import os.path as osp
 import re
 from dataclasses import dataclass, field
+
+import torch
 
 _PEFT = re.compile(r'base_model\.model\.|\.base_layer(?=\.)')
 _UPCYCLED = (
     (re.compile(r'^(.*projector)\.experts\.\d+\.'), r'\1.model.'),
     (re.compile(r'^(.*\.mlp)\.experts\.\d+\.'), r'\1.'),
 )
+
+
+def load_hf_folder_state(path):
+    """The full state dict of a ``save_pretrained`` folder (safetensors or
+    bin, single file or sharded with an index)."""
+    from safetensors.torch import load_file
+    for weights, index, load in (
+            ('model.safetensors', 'model.safetensors.index.json', load_file),
+            ('pytorch_model.bin', 'pytorch_model.bin.index.json',
+             lambda f: torch.load(f, map_location='cpu', weights_only=True))):
+        if osp.isfile(osp.join(path, weights)):
+            return load(osp.join(path, weights))
+        if osp.isfile(osp.join(path, index)):
+            with open(osp.join(path, index)) as f:
+                shards = sorted(set(json.load(f)['weight_map'].values()))
+            state = {}
+            for shard in shards:
+                state.update(load(osp.join(path, shard)))
+            return state
+    raise FileNotFoundError(
+        f'{path}: no model.safetensors / pytorch_model.bin (or sharded index)')
 
 
 def _candidates(model_key):

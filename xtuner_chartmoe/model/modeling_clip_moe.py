@@ -12,55 +12,38 @@ a transformers-native release can carry it as remote code.
 """
 import copy
 
-import torch
-import torch.nn as nn
-
-from .modeling_moe_projector import sorted_dispatch
+from .moe_block import SparseMoEBlock
 from .routers import build_router
 
 CONFIG_KEY = 'chartmoe_mlp_moe'
 
 
-class CLIPMoEMLP(nn.Module):
+class CLIPMoEMLP(SparseMoEBlock):
     """Drop-in for ``CLIPMLP``: ``hidden_states [B, T, D] -> [B, T, D]``.
 
-    ``experts``: E copies of the dense MLP; ``gate``: a router of
+    A :class:`~.moe_block.SparseMoEBlock` whose ``experts`` are E copies of
+    the dense MLP (``experts.{i}.fc1|fc2.*``); ``gate``: a router of
     ``routers.ROUTERS`` (softmax by default, ``gate.weight [E, D]``);
-    ``num_selected``: top-k buffer. The routing of the last call is kept in
-    ``last_routing`` (a ``RouterOutput`` over the B*T tokens) for the
-    balance / z losses.
+    ``num_selected``: top-k buffer. Its routing (a ``RouterOutput`` over the
+    B*T tokens) goes to an attached ``RoutingRecorder`` (balance / z losses).
     """
 
     def __init__(self, dense_mlp, hidden_size, num_experts=4, num_selected=2,
-                 router_type='softmax', router_kwargs=None):
-        super().__init__()
-        self.gate = build_router(router_type, hidden_size, num_experts,
-                                 **(router_kwargs or {}))
-        self.experts = nn.ModuleList(
-            copy.deepcopy(dense_mlp) for _ in range(num_experts))
-        self.register_buffer('num_selected', torch.tensor(num_selected))
-        self.top_k = num_selected
-        self.last_routing = None
+                 router_type='softmax', router_kwargs=None,
+                 dispatch='slices'):
+        super().__init__(
+            build_router(router_type, hidden_size, num_experts,
+                         **(router_kwargs or {})),
+            [copy.deepcopy(dense_mlp) for _ in range(num_experts)],
+            num_selected, dispatch)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if prefix + 'num_selected' in state_dict:
-            self.top_k = int(state_dict[prefix + 'num_selected'])
-
-    def set_top_k(self, top_k):
-        if not 1 <= top_k <= len(self.experts):
-            raise ValueError(f'top_k must be in [1, {len(self.experts)}], got '
-                             f'{top_k}')
-        self.num_selected.fill_(top_k)
-        self.top_k = top_k
+    def expert_layers(self, expert):
+        return [expert.fc1, expert.activation_fn, expert.fc2]
 
     def forward(self, hidden_states):
-        flat = hidden_states.reshape(-1, hidden_states.shape[-1])
-        routing = self.gate(flat, self.top_k)
-        self.last_routing = routing
-        out = sorted_dispatch(flat, routing.weights, routing.experts,
-                              self.experts)
-        return out.view_as(hidden_states)
+        out, routing = super().forward(hidden_states)
+        self.report(routing)
+        return out
 
 
 def clip_moe_layers(clip):
@@ -69,22 +52,29 @@ def clip_moe_layers(clip):
 
 
 def upcycle_clip_mlps(clip, num_experts=4, num_selected=2,
-                      router_type='softmax', router_kwargs=None):
+                      router_type='softmax', router_kwargs=None,
+                      dispatch='slices'):
     """Turn each encoder MLP of ``clip`` (a ``CLIPVisionModel``) into a
-    :class:`CLIPMoEMLP` of copies; returns the new modules."""
+    :class:`CLIPMoEMLP` of copies; returns the new modules. ``dispatch``:
+    ``'slices'`` or ``'grouped_mm'`` (see ``moe_block``)."""
     if not 1 <= num_selected <= num_experts:
         raise ValueError(f'num_selected must be in [1, {num_experts}], got '
                          f'{num_selected}')
+    if dispatch not in ('slices', 'grouped_mm'):
+        raise ValueError("dispatch must be 'slices' or 'grouped_mm', got "
+                         f'{dispatch!r}')
     if clip_moe_layers(clip):
         raise ValueError('the vision encoder is already upcycled')
     hidden = clip.config.hidden_size
     for layer in clip.vision_model.encoder.layers:
         layer.mlp = CLIPMoEMLP(layer.mlp, hidden, num_experts, num_selected,
-                               router_type, router_kwargs).to(
+                               router_type, router_kwargs, dispatch).to(
                                    layer.mlp.fc1.weight.dtype)
     setting = {'num_experts': num_experts, 'num_selected': num_selected}
     if router_type != 'softmax' or router_kwargs:
         setting.update(router_type=router_type,
                        router_kwargs=dict(router_kwargs or {}))
+    if dispatch != 'slices':
+        setting['dispatch'] = dispatch
     setattr(clip.config, CONFIG_KEY, setting)
     return clip_moe_layers(clip)

@@ -6,18 +6,14 @@ from PIL import Image
 
 from lmms_eval.tasks.chartqa.utils import chartqa_process_results
 
-from xtuner_chartmoe.lmms import ROUTING
-
 
 def _process(dataset, split):
-    def convert(doc, index):
+    def convert(doc):
         label = doc['label']
         return {'question': doc['query'],
                 'answer': str(label[0] if isinstance(label, list) else label),
-                'type': f'{split}_test', 'imgname': doc['imgname'],
-                'doc_index': index}
-    return dataset.map(convert, with_indices=True,
-                       remove_columns=dataset.column_names)
+                'type': f'{split}_test', 'imgname': doc['imgname']}
+    return dataset.map(convert, remove_columns=dataset.column_names)
 
 
 def process_human_docs(dataset):
@@ -43,10 +39,10 @@ def doc_to_text(doc, lmms_eval_specific_kwargs):
 
 
 def process_results(doc, results):
+    """lmms-eval's ChartQA scores, and the routing the reply carries (a
+    ``xtuner_chartmoe.lmms.RoutedReply``; None where it carries none)."""
     scores = chartqa_process_results(doc, results)
-    split = doc['type'].split('_')[0]
-    scores['routing'] = ROUTING.get((f'chartqa_local_{split}',
-                                     doc['doc_index']))
+    scores['routing'] = getattr(results[0], 'routing', None)
     return scores
 
 

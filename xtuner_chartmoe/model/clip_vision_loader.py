@@ -1,13 +1,9 @@
-"""Loading a CLIP vision tower that may carry CuMo's MoE MLPs (see
-``modeling_clip_moe``)."""
+"""Loading a CLIP vision tower that may carry CuMo's MoE MLPs (the model
+code is ``modeling_clip_moe``)."""
 import os.path as osp
 
-from .modeling_clip_moe import (CONFIG_KEY, CLIPMoEMLP, clip_moe_layers,
-                                upcycle_clip_mlps)
-from .moe_builder import load_hf_folder_state
-
-__all__ = ['CLIPMoEMLP', 'clip_moe_layers', 'upcycle_clip_mlps',
-           'load_clip_vision']
+from .checkpoint import load_hf_folder_state
+from .modeling_clip_moe import CONFIG_KEY, upcycle_clip_mlps
 
 
 def load_clip_vision(path, torch_dtype=None):

@@ -1,18 +1,17 @@
-"""Build, load, import and export the MoE connector (ChartMoE, arXiv
-2409.03277, §3.2).
+"""The files the MoE connector is read from and written to.
 
-Build modes (paper baselines), from dense projector checkpoints:
-- ``diverse``: one projector per expert (general, table, json, code).
-- ``upcycle``: the general projector copied into every expert.
-- ``random``:  fresh experts (PyTorch init), sizes from a reference projector
-  or given explicitly.
-The router is always fresh.
-
-ChartMoE's own connector file (``moe_construction.py`` of the reference code
-saves ``mlp_moe.pth``: ``gate.weight [E, Dv]``, ``experts.{i}.{0,2}.*`` and
-``num_selected`` as a plain int; experts in the order general, table, json,
-code) is read by :func:`connector_from_reference` and written by
-:func:`connector_to_reference`; :func:`load_connector` takes either format.
+- A dense projector (an expert's source): XTuner's ``projector/`` folder, a
+  training checkpoint (``iter_*.pth`` file or DeepSpeed folder, whole-model
+  keys), a training work dir (its ``last_checkpoint``) or a plain state dict
+  file: :func:`load_dense_projector_state`.
+- Our connector folder (``save_pretrained``: weights + code):
+  :func:`load_connector`.
+- ChartMoE's own connector file (``moe_construction.py`` of the reference
+  code saves ``mlp_moe.pth``: ``gate.weight [E, Dv]``,
+  ``experts.{i}.{0,2}.*`` and ``num_selected`` as a plain int; experts in
+  the order general, table, json, code): read by
+  :func:`connector_from_reference` (and :func:`load_connector`), written by
+  :func:`connector_to_reference` / :func:`export_reference`.
 """
 import os
 import os.path as osp
@@ -21,12 +20,12 @@ import re
 import torch
 
 from ..run_log import last_checkpoint
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, load_hf_folder_state
 from .configuration_moe_projector import MoEProjectorConfig
 from .modeling_moe_projector import MoEProjectorModel
 
 CHARTMOE_EXPERT_NAMES = ('general', 'table', 'json', 'code')
-_DENSE_KEY = re.compile(r'^model\.(\d+)\.(weight|bias)$')
+DENSE_PROJECTOR_KEY = re.compile(r'^model\.(\d+)\.(weight|bias)$')
 _EXPERT_LINEAR = re.compile(r'^experts\.0\.(\d+)\.weight$')
 
 
@@ -36,7 +35,7 @@ def _strip_to_dense_keys(state_dict, source):
     dense = {}
     for key, value in state_dict.items():
         key = key[len('projector.'):] if key.startswith('projector.') else key
-        if _DENSE_KEY.match(key):
+        if DENSE_PROJECTOR_KEY.match(key):
             dense[key] = value
     if not dense:
         sample = ', '.join(list(state_dict)[:5])
@@ -48,12 +47,8 @@ def _strip_to_dense_keys(state_dict, source):
 
 
 def load_dense_projector_state(path):
-    """Read a dense projector's weights from ``path``.
-
-    Accepts an XTuner ``projector/`` folder (``save_pretrained``), a training
-    checkpoint (``iter_*.pth`` file or DeepSpeed folder, whole-model keys), a
-    training work dir (its ``last_checkpoint``) or a plain state dict file.
-    Returns ``{'model.0.weight': ..., ...}``.
+    """Read a dense projector's weights from ``path`` (any of the module
+    docstring's dense forms). Returns ``{'model.0.weight': ..., ...}``.
     """
     if not osp.exists(path):
         raise FileNotFoundError(f'projector checkpoint not found: {path}')
@@ -68,116 +63,6 @@ def load_dense_projector_state(path):
         except Exception as err:  # corrupt / foreign file
             raise ValueError(f'{path}: cannot read as a checkpoint ({err})')
     return _strip_to_dense_keys(state, path)
-
-
-def load_hf_folder_state(path):
-    """The full state dict of a ``save_pretrained`` folder (safetensors or
-    bin, single file or sharded with an index)."""
-    import json
-    from safetensors.torch import load_file
-    for weights, index, load in (
-            ('model.safetensors', 'model.safetensors.index.json', load_file),
-            ('pytorch_model.bin', 'pytorch_model.bin.index.json',
-             lambda f: torch.load(f, map_location='cpu', weights_only=True))):
-        if osp.isfile(osp.join(path, weights)):
-            return load(osp.join(path, weights))
-        if osp.isfile(osp.join(path, index)):
-            with open(osp.join(path, index)) as f:
-                shards = sorted(set(json.load(f)['weight_map'].values()))
-            state = {}
-            for shard in shards:
-                state.update(load(osp.join(path, shard)))
-            return state
-    raise FileNotFoundError(
-        f'{path}: no model.safetensors / pytorch_model.bin (or sharded index)')
-
-
-def _dense_geometry(state, source):
-    """(visual_hidden, llm_hidden, depth, bias) of a dense projector."""
-    layer_ids = sorted({int(_DENSE_KEY.match(k).group(1)) for k in state})
-    expected_ids = list(range(0, 2 * len(layer_ids) - 1, 2))
-    if layer_ids != expected_ids:
-        raise ValueError(f'{source}: projector layers {layer_ids}, expected '
-                         f'Linear layers at {expected_ids}')
-    first = state['model.0.weight']
-    return (first.shape[1], first.shape[0], len(layer_ids),
-            'model.0.bias' in state)
-
-
-def _check_same_geometry(states, sources):
-    reference = {k: tuple(v.shape) for k, v in states[0].items()}
-    for state, source in zip(states[1:], sources[1:]):
-        shapes = {k: tuple(v.shape) for k, v in state.items()}
-        if shapes != reference:
-            diff = sorted(set(shapes.items()) ^ set(reference.items()))
-            raise ValueError(
-                f'{source}: expert shapes differ from {sources[0]}: '
-                f'{diff[:4]} (every expert must have the general projector\'s '
-                f'keys and shapes {sorted(reference.items())})')
-
-
-def build_moe_projector(mode,
-                        expert_projectors=(),
-                        num_experts=4,
-                        num_selected=2,
-                        router_type='softmax',
-                        router_kwargs=None,
-                        expert_names=None,
-                        visual_hidden_size=None,
-                        llm_hidden_size=None,
-                        depth=2,
-                        seed=0):
-    """Return a :class:`MoEProjectorModel` built in ``mode``.
-
-    ``expert_projectors``: paths readable by
-    :func:`load_dense_projector_state`. ``diverse`` needs one per expert
-    (``num_experts`` is then their count), ``upcycle`` exactly one, ``random``
-    none (give the sizes) or one to copy the sizes from.
-    """
-    sources = [os.fspath(p) for p in expert_projectors]
-    if mode == 'diverse':
-        if len(sources) < 2:
-            raise ValueError('mode diverse needs one projector per expert '
-                             f'(>= 2), got {len(sources)}')
-        num_experts = len(sources)
-    elif mode == 'upcycle' and len(sources) != 1:
-        raise ValueError('mode upcycle needs exactly one (the general) '
-                         f'projector, got {len(sources)}')
-    elif mode == 'random' and len(sources) > 1:
-        raise ValueError('mode random takes at most one reference projector')
-    elif mode not in ('diverse', 'upcycle', 'random'):
-        raise ValueError(f"unknown mode {mode!r}; expected 'diverse', "
-                         "'upcycle' or 'random'")
-
-    states = [load_dense_projector_state(p) for p in sources]
-    if states:
-        _check_same_geometry(states, sources)
-        visual_hidden_size, llm_hidden_size, depth, bias = _dense_geometry(
-            states[0], sources[0])
-    else:
-        bias = True
-        if not (visual_hidden_size and llm_hidden_size):
-            raise ValueError('mode random without a reference projector needs '
-                             'visual_hidden_size and llm_hidden_size')
-    if expert_names is None and mode != 'diverse':
-        expert_names = [f'expert_{i}' for i in range(num_experts)]
-    config = MoEProjectorConfig(
-        visual_hidden_size=visual_hidden_size, llm_hidden_size=llm_hidden_size,
-        depth=depth, bias=bias, num_experts=num_experts,
-        num_selected=num_selected, router_type=router_type,
-        router_kwargs=router_kwargs,
-        expert_names=expert_names_for(num_experts, expert_names))
-    torch.manual_seed(seed)
-    moe = MoEProjectorModel(config)
-    if mode == 'upcycle':
-        states = states * num_experts
-    if mode != 'random':
-        for expert, state, source in zip(moe.experts, states,
-                                         sources * num_experts):
-            load_checkpoint(expert, {k[len('model.'):]: v
-                                     for k, v in state.items()}, source,
-                            strict=True)
-    return moe
 
 
 def expert_names_for(num_experts, names=None):
