@@ -48,7 +48,7 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 INIT_SOURCE = osp.join(osp.dirname(osp.abspath(__file__)), 'sandbox_init.py')
@@ -60,6 +60,9 @@ MAX_CODE_BYTES = 512 * 1024
 LIBRARY_DIRS = ('/usr/lib', '/usr/lib64', '/lib', '/lib64', '/lib32',
                 '/usr/lib32')
 SECCOMP_LIBRARY = 'libseccomp.so.2'
+PENDING_SIGNALS = 64  # RLIMIT_SIGPENDING: queued signals count per user
+POLL_SECONDS = 0.1  # how soon a running sandbox notices a cancel
+KILL_WAIT_SECONDS = 10  # for a killed sandbox to go before bwrap is killed
 
 
 class SandboxUnavailable(RuntimeError):
@@ -207,153 +210,294 @@ class Sandbox:
                 self.python, '-I', '-S', '-c', self.init_source]
         return cmd
 
-    def run(self, code, limits=Limits()):
-        """Run ``code``; returns a :class:`ProgramResult`. Raises
-        :class:`SandboxUnavailable` when the sandbox could not be set up."""
-        payload = code.encode('utf-8', errors='replace')
-        if len(payload) > MAX_CODE_BYTES:
-            return ProgramResult(False, '', f'program larger than '
-                                 f'{MAX_CODE_BYTES} bytes')
-        status_r, status_w = os.pipe()
-        info_r, info_w = os.pipe()
-        block_r, block_w = os.pipe()
-        settings = {
-            'status_fd': status_w, 'work_bytes': limits.work_mb << 20,
+    def settings(self, status_fd, limits):
+        """What ``sandbox_init`` sets up, sent ahead of the program."""
+        return {
+            'status_fd': status_fd, 'work_bytes': limits.work_mb << 20,
             'work_inodes': limits.work_inodes, 'libseccomp': self.libseccomp,
             'read_paths': [p for p in self.read_paths if not osp.islink(p)]
             + ['/proc', '/dev/urandom', '/dev/zero'],
             'rlimits': {
                 'AS': limits.memory_mb << 20, 'CPU': int(limits.timeout) + 1,
                 'FSIZE': limits.file_mb << 20, 'NOFILE': limits.open_files,
-                'NPROC': limits.processes, 'CORE': 0, 'MEMLOCK': 0,
-                'MSGQUEUE': 0, 'NICE': 0, 'RTPRIO': 0}}
-        user = {}
-        if self.drop_uid:
-            uid = UID_BASE + next(self._uids) % UID_COUNT
-            user = dict(user=uid, group=uid, extra_groups=[])
+                'NPROC': limits.processes, 'SIGPENDING': PENDING_SIGNALS,
+                'CORE': 0, 'MEMLOCK': 0, 'MSGQUEUE': 0, 'NICE': 0,
+                'RTPRIO': 0}}
+
+    def host_user(self):
+        """``Popen`` arguments that start bwrap under an unused host uid
+        (root caller), or none (the caller's own uid)."""
+        if not self.drop_uid:
+            return {}
+        uid = UID_BASE + next(self._uids) % UID_COUNT
+        return dict(user=uid, group=uid, extra_groups=[])
+
+    def run(self, code, limits=Limits(), cancel=None):
+        """Run ``code``; returns a :class:`ProgramResult`. A sandbox that
+        cannot be set up or run (a kernel refusal, the caller out of
+        descriptors or processes) fails this program only. ``cancel``: a
+        :class:`threading.Event` that stops the program when set. However
+        the call ends (a result, an exception, an interruption), the sandbox
+        and everything in it are killed and reaped first."""
+        payload = code.encode('utf-8', errors='replace')
+        if len(payload) > MAX_CODE_BYTES:
+            return ProgramResult(False, '', f'program larger than '
+                                 f'{MAX_CODE_BYTES} bytes')
+        run = _Run(limits, cancel)
         try:
-            proc = subprocess.Popen(
-                self.command(status_w, info_w, block_r),
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, pass_fds=(status_w, info_w, block_r),
-                start_new_session=True, **user)
+            status_fd = run.start(self.command, self.host_user())
+            settings = json.dumps(self.settings(status_fd, limits))
+            return run.collect(settings.encode() + b'\n' + payload)
         except OSError as err:
-            for fd in (status_r, status_w, info_r, info_w, block_r, block_w):
-                os.close(fd)
-            raise SandboxUnavailable(f'cannot start bwrap: {err}') from None
-        for fd in (status_w, info_w, block_r):
-            os.close(fd)
-        run = _Run(proc, status_r, info_r, block_w, limits)
-        try:
-            fcntl.fcntl(proc.stdin.fileno(), fcntl.F_SETPIPE_SZ,
-                        max(len(payload) + 4096, 65536))
-            return run.collect(json.dumps(settings).encode() + b'\n' + payload)
+            if err.errno is None:  # the caller's own (an alarm's timeout)
+                raise
+            return ProgramResult(False, '', f'sandbox failed: '
+                                 f'{type(err).__name__}: {err}')
         finally:
-            run.close()
+            _uninterrupted(run.stop)
+
+
+def _uninterrupted(step):
+    """Run ``step`` to its end even if an exception interrupts it (Ctrl-C,
+    an alarm's handler, an asynchronous exception); re-raise the first such
+    exception once ``step`` is done. ``step`` must be safe to repeat."""
+    interruption = None
+    while True:
+        try:
+            step()
+            break
+        except BaseException as err:  # noqa: B902 -- finish, then re-raise
+            interruption = interruption or err
+    if interruption is not None:
+        raise interruption
 
 
 class _Run:
-    """One started sandbox: feeds it, reads it within the limits, and
-    kills and reaps it."""
+    """One sandbox: starts bwrap, feeds it the program, reads it within the
+    limits, and kills and reaps it (:meth:`stop`, safe to repeat)."""
 
-    def __init__(self, proc, status_fd, info_fd, block_fd, limits):
-        self.proc, self.limits = proc, limits
-        self.status_fd, self.info_fd, self.block_fd = (status_fd, info_fd,
-                                                       block_fd)
-        self.pidfd = None
+    def __init__(self, limits, cancel):
+        self.limits, self.cancel = limits, cancel
+        self.proc = self.pidfd = self.pid1 = None
+        self.fds = {}  # our ends: status, info, block
+        self.info = bytearray()
 
-    def _release(self, info):
-        """bwrap told us its pid 1 (blocked until we answer): hold it by a
-        pidfd, so that it can be killed without a pid-reuse race."""
-        child = json.loads(info.decode())['child-pid']
-        self.pidfd = os.pidfd_open(child)
-        os.write(self.block_fd, b'1')
+    def start(self, command, user):
+        """Start bwrap (blocked before the sandbox runs anything); returns
+        the status descriptor's number as the sandbox sees it."""
+        theirs = {}
+        try:
+            for name in ('status', 'info', 'block'):
+                read_end, write_end = os.pipe()
+                mine, theirs[name] = ((read_end, write_end) if name != 'block'
+                                      else (write_end, read_end))
+                self.fds[name] = mine
+            self.proc = subprocess.Popen(
+                command(theirs['status'], theirs['info'], theirs['block']),
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, pass_fds=tuple(theirs.values()),
+                start_new_session=True, **user)
+        finally:
+            for fd in theirs.values():
+                os.close(fd)
+        return theirs['status']
 
     def collect(self, stdin_bytes):
-        limits, proc = self.limits, self.proc
-        deadline = time.monotonic() + limits.timeout
-        caps = {proc.stdout: limits.max_output, proc.stderr: limits.max_stderr}
-        data = {proc.stdout: bytearray(), proc.stderr: bytearray(),
-                self.status_fd: bytearray(), self.info_fd: bytearray()}
-        selector = selectors.DefaultSelector()
-        for stream in data:
-            selector.register(stream, selectors.EVENT_READ)
+        """Feed ``stdin_bytes`` once bwrap has said who its pid 1 is, and
+        read stdout, stderr and the status until the program ends, a limit
+        is hit or ``cancel`` is set; then stop the sandbox and judge."""
+        proc, status = self.proc, self.fds['status']
+        deadline = time.monotonic() + self.limits.timeout
+        self.data = {proc.stdout: bytearray(), proc.stderr: bytearray(),
+                     status: bytearray(),
+                     self.fds['info']: self.info}
+        self.feed = _Feed(proc.stdin, stdin_bytes)
         failure = ''
-        while selector.get_map():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                failure = f'timed out after {limits.timeout:g} s'
-                break
-            for key, _ in selector.select(left):
-                chunk = os.read(key.fd, 65536)
-                if not chunk:
-                    selector.unregister(key.fileobj)
-                    if key.fileobj is self.info_fd:
-                        self._release(data[self.info_fd])
-                        proc.stdin.write(stdin_bytes)
-                        proc.stdin.close()
-                    continue
-                data[key.fileobj] += chunk
-                if key.fileobj in caps and len(data[key.fileobj]) > caps[
-                        key.fileobj]:
-                    failure = (f'output larger than {caps[key.fileobj]} bytes'
-                               f' on {key.fileobj is proc.stdout and "stdout" or "stderr"}')
-            if failure:
-                break
-        selector.close()
-        self.kill()
-        ready = bytes(data[self.status_fd]) == b'ready'
-        stderr = bytes(data[proc.stderr]).decode(errors='replace')
-        if not ready and not failure:
-            last = stderr.strip().splitlines()[-1:] or [
-                f'exit status {proc.returncode}']
-            raise SandboxUnavailable(f'PoT sandbox could not be set up: '
-                                     f'{last[0][:300]}')
-        stdout = bytes(data[proc.stdout][:limits.max_output]).decode(
+        with selectors.DefaultSelector() as selector:
+            for stream in self.data:
+                selector.register(stream, selectors.EVENT_READ)
+            while selector.get_map() and not failure:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    failure = f'timed out after {self.limits.timeout:g} s'
+                elif self.cancel is not None and self.cancel.is_set():
+                    failure = 'stopped: the caller was interrupted'
+                else:
+                    failure = self._pump(selector, min(left, POLL_SECONDS))
+        self.stop()
+        return self._judge(failure, bytes(self.data[status]),
+                           bytes(self.data[proc.stdout]),
+                           bytes(self.data[proc.stderr]))
+
+    def _pump(self, selector, timeout):
+        """Handle what is ready within ``timeout``; returns a failure (an
+        output over its cap) or ''."""
+        proc = self.proc
+        caps = {proc.stdout: ('stdout', self.limits.max_output),
+                proc.stderr: ('stderr', self.limits.max_stderr)}
+        for key, _ in selector.select(timeout):
+            if key.fileobj is proc.stdin:
+                self.feed.write(selector)
+                continue
+            chunk = os.read(key.fd, 65536)
+            if not chunk:
+                selector.unregister(key.fileobj)
+                if key.fileobj is self.fds['info'] and self._release():
+                    selector.register(proc.stdin, selectors.EVENT_WRITE)
+                continue
+            self.data[key.fileobj] += chunk
+            name, cap = caps.get(key.fileobj, ('', None))
+            if cap is not None and len(self.data[key.fileobj]) > cap:
+                return f'output larger than {cap} bytes on {name}'
+        return ''
+
+    def _release(self):
+        """bwrap told us its pid 1 (blocked until we answer): hold it by a
+        pidfd, so that it can be killed without a pid-reuse race, and let it
+        go on. False when bwrap ended without starting it."""
+        if not self._hold_pid1():
+            return False
+        os.write(self.fds['block'], b'1')
+        return True
+
+    def _hold_pid1(self):
+        """Note the sandbox's pid 1 from bwrap's info (as read so far) and
+        open a pidfd on it; False when there is none (bwrap ended before,
+        or while, telling us)."""
+        if self.pidfd is None:
+            try:
+                self.pid1 = json.loads(self.info.decode())['child-pid']
+            except (ValueError, KeyError, TypeError):
+                return False
+            try:
+                self.pidfd = os.pidfd_open(self.pid1)
+            except ProcessLookupError:
+                return False
+        return True
+
+    def _judge(self, failure, status, stdout, stderr):
+        """The :class:`ProgramResult` of the ended run."""
+        returncode = self.proc.returncode
+        stderr = stderr.decode(errors='replace')
+        last = stderr.strip().splitlines()[-1:]
+        if not failure and status != b'ready':
+            failure = 'sandbox could not be set up: ' + (
+                last[0][:300] if last else f'exit status {returncode}')
+        elif not failure and returncode != 0:
+            failure = last[0][:300] if last else (
+                f'killed by signal {returncode - 128}' if returncode > 128
+                else f'exit code {returncode}')
+        stdout = stdout[:self.limits.max_output].decode(
             errors='replace').strip()
-        if not failure and proc.returncode != 0:
-            last = stderr.strip().splitlines()[-1:] or [
-                f'killed by signal {proc.returncode - 128}'
-                if proc.returncode > 128 else f'exit code {proc.returncode}']
-            failure = last[0][:300]
         return ProgramResult(ok=not failure, stdout=stdout, error=failure)
 
-    def kill(self):
+    def stop(self):
         """Kill the sandbox's pid 1 (the kernel then kills everything in its
-        pid namespace) and wait until it is gone; bwrap then reaps it and
-        exits (killed too if it does not)."""
-        if self.pidfd is not None:
-            try:
-                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            poller = selectors.DefaultSelector()
+        pid namespace, and the namespaces go with it), wait until it is gone
+        and reap bwrap; then close our descriptors. Safe to repeat."""
+        if self.proc is not None:
+            self._await_pid1()
+            self._kill_pid1()
+            self._reap_bwrap()
+        self._close()
+
+    def _await_pid1(self):
+        """If bwrap's word on its pid 1 is still to come, read it (bwrap
+        writes it as soon as pid 1 exists, and pid 1 waits for us), so that
+        no sandbox started in the meantime is missed."""
+        fd = self.fds.get('info')
+        if self.pidfd is not None or fd is None:
+            return
+        os.set_blocking(fd, False)
+        deadline = time.monotonic() + KILL_WAIT_SECONDS
+        with selectors.DefaultSelector() as poller:
+            poller.register(fd, selectors.EVENT_READ)
+            while time.monotonic() < deadline and poller.select(
+                    deadline - time.monotonic()):
+                try:
+                    chunk = os.read(fd, 65536)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    break
+                self.info += chunk
+        try:
+            self._hold_pid1()
+        except OSError:  # no pidfd: killed by its pid (see _kill_pid1)
+            pass
+
+    def _kill_pid1(self):
+        """SIGKILL the sandbox's pid 1 and wait until it has exited. Without
+        a pidfd (the caller out of descriptors) by its pid, which is safe
+        while bwrap lives: pid 1 has not been let go, so it cannot have
+        ended and been reaped."""
+        if self.pidfd is None:
+            if self.pid1 is not None and self.proc.poll() is None:
+                try:
+                    os.kill(self.pid1, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            return
+        try:
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        with selectors.DefaultSelector() as poller:
             poller.register(self.pidfd, selectors.EVENT_READ)
-            poller.select(10)  # readable once the process has exited
-            poller.close()
-            try:
-                self.proc.wait(10)
-                return
-            except subprocess.TimeoutExpired:
-                pass
+            poller.select(KILL_WAIT_SECONDS)  # readable once it has exited
+
+    def _reap_bwrap(self):
+        """Wait for bwrap (it exits once its pid 1 has); kill it and its
+        process group if it does not."""
+        try:
+            self.proc.wait(KILL_WAIT_SECONDS)
+            return
+        except subprocess.TimeoutExpired:
+            pass
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        self.proc.kill()
         self.proc.wait()
 
-    def close(self):
-        for fd in (self.pidfd, self.status_fd, self.info_fd, self.block_fd):
-            if fd is not None:
+    def _close(self):
+        """Close our ends of the pipes, each once."""
+        for name in list(self.fds):
+            os.close(self.fds.pop(name))
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+        if self.proc is not None:
+            for stream in (self.proc.stdin, self.proc.stdout,
+                           self.proc.stderr):
                 try:
-                    os.close(fd)
+                    stream.close()
                 except OSError:
                     pass
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            try:
-                stream.close()
-            except (OSError, ValueError):
-                pass
+
+
+class _Feed:
+    """The program's stdin, written without blocking as the pipe takes it
+    (no pipe growth: pipe pages are counted per user)."""
+
+    def __init__(self, stream, data):
+        self.stream, self.data, self.done = stream, memoryview(data), 0
+        os.set_blocking(stream.fileno(), False)
+
+    def write(self, selector):
+        """Write what the pipe takes; close it when all is written or the
+        reader has gone."""
+        try:
+            self.done += os.write(self.stream.fileno(),
+                                  self.data[self.done:self.done + 65536])
+        except BlockingIOError:
+            return
+        except BrokenPipeError:
+            self.done = len(self.data)
+        if self.done >= len(self.data):
+            selector.unregister(self.stream)
+            self.stream.close()
 
 
 _LOCK = threading.Lock()
@@ -388,9 +532,28 @@ def run_program(code, timeout=5.0, memory_mb=512, max_output=10_000,
                                       max_output=max_output, **limits))
 
 
+def _result(future):
+    """``future.result()``, waited for in short steps: a signal the kernel
+    hands to another thread still interrupts the caller within a step."""
+    while not wait([future], timeout=POLL_SECONDS).done:
+        pass
+    return future.result()
+
+
 def run_programs(codes, workers=4, **limits):
     """``run_program`` over ``codes``, ``workers`` at a time (threads that
-    each wait on their own sandbox). Returns results in order."""
-    require()
-    with ThreadPoolExecutor(max(workers, 1)) as pool:
-        return list(pool.map(lambda c: run_program(c, **limits), codes))
+    each wait on their own sandbox). Returns results in order. If the call
+    is interrupted (an exception in the caller, Ctrl-C, an alarm), the
+    programs not started are dropped and the running ones are stopped,
+    killed and reaped before the exception goes on."""
+    sandbox = require()
+    chosen = Limits(**limits)
+    cancel = threading.Event()
+    pool = ThreadPoolExecutor(max(workers, 1))
+    try:
+        futures = [pool.submit(sandbox.run, code, chosen, cancel)
+                   for code in codes]
+        return [_result(future) for future in futures]
+    finally:
+        cancel.set()
+        _uninterrupted(lambda: pool.shutdown(wait=True, cancel_futures=True))

@@ -13,18 +13,23 @@ nested one) and nothing else, and then, in this order, before a single line of t
    (nobody), so the program is never root, not even in its namespace;
 3. drops every capability (bounding, ambient, effective, permitted,
    inheritable) and sets the resource limits (address space, CPU, file
-   size, open files, processes of this namespace, no core, no mlock);
+   size, open files, threads, queued signals, no core, no mlock, no POSIX
+   message queues);
 4. restricts itself with Landlock where the kernel has it: read/execute on
    the bound system paths, read/write on ``/work`` only, no TCP, and (ABI 6)
    no signals or abstract sockets outside the sandbox;
-5. installs a seccomp filter (libseccomp): no new processes (threads only),
-   no ``execve``, no ``memfd_create``, no sockets, no namespace, mount,
-   ptrace, keyring, BPF, perf or io_uring calls;
+5. makes itself non-dumpable (no core dump, no crash handler ever gets its
+   memory) and installs a seccomp allow list (libseccomp): the calls an
+   ordinary Python program makes, threads but no processes, no
+   ``PR_SET_DUMPABLE``, no pipe growth, no huge or locked pages; every other
+   call (``execve``, sockets, namespaces, mounts, ptrace, keyrings, BPF,
+   perf, aio, io_uring, inotify, SysV/POSIX IPC, ...) fails with EPERM;
 6. writes ``ready`` to the status descriptor and closes it, then runs the
    program as ``__main__``.
 
 Any failure before step 6 exits with status 125 and one line on stderr; the
-caller sees no ``ready`` and stops the evaluation (fail closed). The
+caller sees no ``ready`` and reports the program failed, never run (the
+self-test of ``sandbox.require`` turns that into a stop: fail closed). The
 program's limits are the kernel's from then on: nothing here is a guard the
 program could switch off.
 
@@ -44,6 +49,7 @@ CLONE_NEWUSER = 0x10000000
 CLONE_THREAD = 0x00010000
 NOBODY = 65534
 PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP, PR_CAP_AMBIENT = 38, 24, 47
+PR_GET_DUMPABLE, PR_SET_DUMPABLE = 3, 4
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 LINUX_CAPABILITY_VERSION_3 = 0x20080522
 SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_ADD_RULE = 444, 445
@@ -60,23 +66,63 @@ LL_FILE_RIGHTS = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 14) | (1 << 15)
 LL_NET_TCP = (1 << 0) | (1 << 1)  # bind, connect (ABI 4)
 LL_SCOPE_ALL = (1 << 0) | (1 << 1)  # abstract unix sockets, signals (ABI 6)
 
-# seccomp: calls the program may not make (EPERM). clone is allowed for
-# threads only; clone3 answers ENOSYS so that glibc falls back to clone.
-DENIED_CALLS = (
-    'fork', 'vfork', 'execve', 'execveat', 'memfd_create', 'memfd_secret',
-    'socket', 'socketpair', 'unshare', 'setns', 'mount', 'umount2',
-    'pivot_root', 'chroot', 'move_mount', 'open_tree', 'fsopen', 'fsmount',
-    'fspick', 'fsconfig', 'mount_setattr', 'ptrace', 'process_vm_readv',
-    'process_vm_writev', 'kcmp', 'pidfd_getfd', 'pidfd_open',
-    'pidfd_send_signal', 'keyctl', 'add_key', 'request_key', 'bpf',
-    'perf_event_open', 'userfaultfd', 'io_uring_setup', 'io_uring_enter',
-    'io_uring_register', 'open_by_handle_at', 'name_to_handle_at',
-    'kexec_load', 'kexec_file_load', 'init_module', 'finit_module',
-    'delete_module', 'reboot', 'swapon', 'swapoff', 'acct', 'quotactl',
-    'syslog', 'settimeofday', 'clock_settime', 'clock_adjtime', 'adjtimex',
-    'mknod', 'mknodat', 'personality', 'setpriority', 'sched_setaffinity',
-    'sched_setscheduler', 'sched_setattr', 'ioprio_set', 'shmget', 'msgget',
-    'semget', 'mq_open', 'ioperm', 'iopl', 'uselib', 'vhangup')
+# seccomp allow list: every other call fails with EPERM. Nothing here
+# allocates a kernel object counted for the whole host or for the caller's
+# user (aio contexts, io_uring, inotify instances, keys, message queues,
+# SysV/POSIX shared memory, huge pages, locked memory, queued signals beyond
+# RLIMIT_SIGPENDING, pipe pages beyond the default), and nothing reaches
+# outside the sandbox (processes, exec, sockets, namespaces, mounts, ptrace,
+# BPF, perf, sync of the host's file systems).
+ALLOWED_CALLS = (
+    # memory (mmap is allowed below, without huge or locked pages)
+    'brk', 'munmap', 'mremap', 'mprotect', 'madvise', 'msync', 'mincore',
+    # threads, futexes, scheduling of itself
+    'exit', 'exit_group', 'set_tid_address', 'set_robust_list', 'rseq',
+    'futex', 'sched_yield', 'sched_getaffinity', 'sched_getparam',
+    'sched_getscheduler', 'sched_get_priority_max', 'sched_get_priority_min',
+    'getcpu', 'restart_syscall',
+    # identity, time, limits of itself (prlimit64 below, pid 0 only)
+    'getpid', 'getppid', 'gettid', 'getuid', 'geteuid', 'getgid', 'getegid',
+    'getresuid', 'getresgid', 'getgroups', 'getpgrp', 'getpgid', 'getsid',
+    'getpriority', 'getrusage', 'times', 'uname', 'sysinfo', 'getrandom',
+    'getrlimit', 'setrlimit', 'umask', 'clock_gettime', 'clock_getres',
+    'clock_nanosleep', 'nanosleep', 'gettimeofday', 'time',
+    # signals inside the sandbox
+    'rt_sigaction', 'rt_sigprocmask', 'rt_sigreturn', 'rt_sigsuspend',
+    'rt_sigpending', 'rt_sigtimedwait', 'sigaltstack', 'kill', 'tgkill',
+    'tkill', 'alarm', 'setitimer', 'getitimer', 'pause',
+    # files (Landlock and the mounts decide which)
+    'read', 'write', 'readv', 'writev', 'pread64', 'pwrite64', 'preadv',
+    'pwritev', 'preadv2', 'pwritev2', 'open', 'openat', 'creat', 'close',
+    'close_range', 'stat', 'fstat', 'lstat', 'newfstatat', 'statx', 'statfs',
+    'fstatfs', 'lseek', 'access', 'faccessat', 'faccessat2', 'getdents',
+    'getdents64', 'readlink', 'readlinkat', 'getcwd', 'chdir', 'fchdir',
+    'mkdir', 'mkdirat', 'rmdir', 'unlink', 'unlinkat', 'rename', 'renameat',
+    'renameat2', 'link', 'linkat', 'symlink', 'symlinkat', 'chmod', 'fchmod',
+    'fchmodat', 'fchmodat2', 'truncate', 'ftruncate', 'fsync', 'fdatasync',
+    'fallocate', 'fadvise64', 'utime', 'utimes', 'utimensat', 'futimesat',
+    'dup', 'dup2', 'dup3', 'flock', 'sendfile', 'copy_file_range',
+    'getxattr', 'lgetxattr', 'fgetxattr', 'listxattr', 'llistxattr',
+    'flistxattr',
+    # pipes (as many as RLIMIT_NOFILE allows, default size) and waiting
+    'pipe', 'pipe2', 'select', 'pselect6', 'poll', 'ppoll', 'epoll_create',
+    'epoll_create1', 'epoll_ctl', 'epoll_wait', 'epoll_pwait',
+    'epoll_pwait2')
+# calls allowed only with these values of one argument: (index, values)
+ALLOWED_ARGUMENTS = {
+    # no F_SETPIPE_SZ (pipe pages are counted per user), leases or dnotify
+    'fcntl': (1, (0, 1, 2, 3, 4, 5, 6, 7, 36, 37, 38, 1030, 1032)),
+    # TCGETS, TIOCGWINSZ, FIONREAD, FIONBIO, FIONCLEX, FIOCLEX
+    'ioctl': (1, (0x5401, 0x5413, 0x541B, 0x5421, 0x5450, 0x5451)),
+    # PR_GET_DUMPABLE, PR_SET_NAME, PR_GET_NAME, PR_GET_SECCOMP,
+    # PR_CAPBSET_READ, PR_GET_NO_NEW_PRIVS, PR_SET_VMA (no PR_SET_DUMPABLE)
+    'prctl': (0, (3, 15, 16, 21, 23, 39, 0x53564D41)),
+    'prlimit64': (0, (0,)),  # its own limits only
+}
+MAP_LOCKED, MAP_HUGETLB = 0x2000, 0x40000
+# namespace flags that clone must not carry (threads only, never these)
+CLONE_NEW_ANY = (0x00020000 | 0x02000000 | 0x04000000 | 0x08000000
+                 | 0x10000000 | 0x20000000 | 0x40000000 | 0x00000080)
 
 
 class SetupError(Exception):
@@ -168,39 +214,69 @@ def landlock(read_paths, write_paths):
     return abi
 
 
-def seccomp(library_path):
+class ArgCmp(ctypes.Structure):
+    """libseccomp's ``struct scmp_arg_cmp``."""
+    _fields_ = [('arg', ctypes.c_uint), ('op', ctypes.c_int),
+                ('datum_a', ctypes.c_uint64), ('datum_b', ctypes.c_uint64)]
+
+
+SCMP_ACT_ERRNO, SCMP_ACT_ALLOW = 0x00050000, 0x7fff0000
+SCMP_CMP_EQ, SCMP_CMP_MASKED_EQ = 4, 7
+EPERM, ENOSYS = 1, 38
+
+
+def load_libseccomp(library_path):
     lib = ctypes.CDLL(library_path, use_errno=True)
     lib.seccomp_init.restype = ctypes.c_void_p
+    lib.seccomp_init.argtypes = [ctypes.c_uint32]
     lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
     lib.seccomp_rule_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32,
                                      ctypes.c_int, ctypes.c_uint]
     lib.seccomp_load.argtypes = [ctypes.c_void_p]
     lib.seccomp_release.argtypes = [ctypes.c_void_p]
+    return lib
 
-    class ArgCmp(ctypes.Structure):
-        _fields_ = [('arg', ctypes.c_uint), ('op', ctypes.c_int),
-                    ('datum_a', ctypes.c_uint64), ('datum_b', ctypes.c_uint64)]
 
-    allow, errno_action = 0x7fff0000, 0x00050000
-    ctx = lib.seccomp_init(allow)
+def seccomp(library_path):
+    """Install the allow list (:data:`ALLOWED_CALLS`,
+    :data:`ALLOWED_ARGUMENTS`); any other call fails with EPERM. ``clone``
+    only makes threads; ``clone3`` answers ENOSYS, so glibc falls back to
+    ``clone``."""
+    lib = load_libseccomp(library_path)
+    ctx = lib.seccomp_init(SCMP_ACT_ERRNO | EPERM)
     if not ctx:
         raise SetupError('seccomp_init failed')
 
-    def deny(name, errno, *conditions):
+    def rule(action, name, *conditions):
         number = lib.seccomp_syscall_resolve_name(name.encode())
         if number < 0:  # not a call on this architecture
             return
-        check(lib.seccomp_rule_add(ctx, errno_action | errno, number,
-                                   len(conditions), *conditions),
-              f'seccomp rule for {name}')
+        check(lib.seccomp_rule_add(ctx, action, number, len(conditions),
+                                   *conditions), f'seccomp rule for {name}')
 
-    for name in DENIED_CALLS:
-        deny(name, 1)  # EPERM
-    deny('clone3', 38)  # ENOSYS: glibc falls back to clone
-    scmp_cmp_masked_eq = 7
-    deny('clone', 1, ArgCmp(0, scmp_cmp_masked_eq, CLONE_THREAD, 0))
+    for name in ALLOWED_CALLS:
+        rule(SCMP_ACT_ALLOW, name)
+    for name, (arg, values) in ALLOWED_ARGUMENTS.items():
+        for value in values:
+            rule(SCMP_ACT_ALLOW, name, ArgCmp(arg, SCMP_CMP_EQ, value, 0))
+    rule(SCMP_ACT_ALLOW, 'mmap', ArgCmp(3, SCMP_CMP_MASKED_EQ,
+                                        MAP_LOCKED | MAP_HUGETLB, 0))
+    rule(SCMP_ACT_ALLOW, 'clone', ArgCmp(0, SCMP_CMP_MASKED_EQ,
+                                         CLONE_THREAD | CLONE_NEW_ANY,
+                                         CLONE_THREAD))
+    rule(SCMP_ACT_ERRNO | ENOSYS, 'clone3')
     check(lib.seccomp_load(ctypes.c_void_p(ctx)), 'seccomp_load')
     lib.seccomp_release(ctypes.c_void_p(ctx))
+
+
+def no_core_dumps():
+    """Make the process non-dumpable: no core file and no crash handler
+    (not even a piped ``core_pattern``, which ignores RLIMIT_CORE) ever gets
+    its memory; the seccomp filter then keeps PR_SET_DUMPABLE out of
+    reach."""
+    check(LIBC.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), 'PR_SET_DUMPABLE')
+    if LIBC.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise SetupError('the process is still dumpable')
 
 
 def set_limits(rlimits):
@@ -219,6 +295,7 @@ def main():
         drop_capabilities()
         set_limits(settings['rlimits'])
         landlock(settings['read_paths'], ['/work'])
+        no_core_dumps()
         seccomp(settings['libseccomp'])
     except (SetupError, OSError, KeyError, ValueError) as err:
         print(f'sandbox setup failed: {err}', file=sys.stderr)
