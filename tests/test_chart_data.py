@@ -12,9 +12,12 @@ from PIL import Image
 from xtuner_chartmoe.dataset import (ChartLLaVADataset, chartgemma_map_fn,
                                      chartmoe_map_fn, chartqa_map_fn,
                                      chartqa_pot_map_fn, record_problem)
-from xtuner_chartmoe.dataset.quadruples import (CHART_TYPES, load_tables,
-                                                 make_quadruple, render_code)
+from xtuner_chartmoe.dataset.chart_types import (CHART_TYPES,
+                                                  register_chart_type)
+from xtuner_chartmoe.dataset.charts import ChartType, render_code
+from xtuner_chartmoe.dataset.quadruples import make_quadruple
 from xtuner_chartmoe.dataset.synthesize import synthesize
+from xtuner_chartmoe.dataset.tables import load_tables
 
 
 @pytest.fixture(scope='module')
@@ -40,6 +43,54 @@ def literals_of(code):
 def test_all_chart_types_are_covered():
     types = {make_quadruple(0, i)['chart_type'] for i in range(200)}
     assert types == set(CHART_TYPES) and len(types) >= 8
+
+
+@pytest.fixture
+def step_chart():
+    """A step chart registered for one test (taken out afterwards)."""
+    chart_type = register_chart_type(ChartType('step', multi_series=True,
+                                               body='''\
+for i, (name, values) in enumerate(series):
+    ax.step(categories, values, color=colors[i], where='mid', label=name)
+'''))
+    yield chart_type
+    del CHART_TYPES[chart_type.name]
+
+
+def test_a_registered_chart_type_is_synthesized(step_chart, tmp_path):
+    with pytest.raises(ValueError, match="'step' is already registered"):
+        register_chart_type(step_chart)
+    synthesize(str(tmp_path), 12, seed=5, num_workers=1, test_fraction=0,
+               progress=False)
+    quads = [json.loads(f.read_text())
+             for f in sorted((tmp_path / 'quads').iterdir())]
+    steps = [quad for quad in quads if quad['chart_type'] == 'step']
+    assert steps
+    quad = steps[0]
+    image = f"charts/{quad['index']:06d}.png"
+    # table: several series (a multi-series type), and its text form
+    assert len(quad['table']['header']) in (3, 4)
+    assert quad['table_text'].split('\n')[0] == ' | '.join(
+        quad['table']['header'])
+    # JSON and code: this type's, carrying the table's values
+    assert quad['json']['chart_type'] == 'step'
+    assert quad['json']['legend']['show']
+    assert step_chart.body in quad['code'] and 'ax.set_xlabel' in quad['code']
+    code = literals_of(quad['code'])
+    assert code['categories'] == [row[0] for row in quad['table']['rows']]
+    # image: rendered, not blank
+    pixels = np.asarray(Image.open(tmp_path / image).convert('L'))
+    assert pixels.min() < 128 < pixels.max()
+    # records: align (table, JSON, code), QA with PoT, knowledge
+    for kind in ('table', 'json', 'code'):
+        records = json.loads((tmp_path / f'align_{kind}.json').read_text())
+        record, = [r for r in records if r['image'] == [image]]
+        assert record['conversations'][1]['value']
+    qa = json.loads((tmp_path / 'sft_chartqa.json').read_text())
+    assert len([q for q in qa if q['imgname'] == image]) == 3
+    knowledge = json.loads((tmp_path / 'knowledge_mmc.json').read_text())
+    assert {'image_id': image, 'question': 'What type of chart is shown?',
+            'answer': 'It is a step chart.'} in knowledge
 
 
 def test_code_rerun_reproduces_the_image(synth, tmp_path):

@@ -3,16 +3,18 @@
     python tools/synthesize_charts.py OUT_DIR --num-charts 1000 [--seed 0]
     python tools/synthesize_charts.py OUT_DIR --tables my_tables/*.csv
 
-Writes charts/, quads/, align_{table,json,code}.json (LLaVA format, for the
-align configs), sft_qa.json (short + PoT answers) and test/test_*.json
-(ChartQA format). Resumable: charts already in quads/ are kept. Output is a
-pure function of the seed (and tables), whatever --workers is.
+Writes charts/, quads/, align_{table,json,code}.json (ChartMoE format, for
+the align configs), knowledge_mmc.json (MMC-Instruct format),
+sft_chartqa.json (short + PoT answers) and test/test_*.json (ChartQA
+format). Chart types: xtuner_chartmoe/dataset/chart_types.py. Resumable:
+charts already in quads/ are kept. Output is a pure function of the seed
+(and tables), whatever --workers is.
 """
 import argparse
 import sys
 import time
 
-from xtuner_chartmoe.dataset.quadruples import load_tables
+from xtuner_chartmoe.dataset.tables import load_tables
 from xtuner_chartmoe.dataset.synthesize import synthesize
 
 

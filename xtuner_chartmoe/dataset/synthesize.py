@@ -22,7 +22,9 @@ from multiprocessing import Pool
 from tqdm import tqdm
 
 from ..fileio import atomic_write_json
-from .quadruples import make_quadruple, quadruple_records, render_code
+from .charts import render_code
+from .quadruples import make_quadruple
+from .records import quadruple_records
 
 RECORD_FILES = {'table': 'align_table.json', 'json': 'align_json.json',
                 'code': 'align_code.json', 'chartqa': 'sft_chartqa.json',
@@ -50,9 +52,10 @@ def _make_one(job):
 def synthesize(out_dir, num_charts=None, seed=0, num_workers=2,
                test_fraction=0.25, progress=True, tables=None):
     """Render ``num_charts`` charts (one per table of ``tables`` if given,
-    else from random tables) into ``out_dir`` and write the record files. Returns ``{'rendered': n_new, 'skipped': n_existing, 'files':
-    {...}}``. The last ``test_fraction`` of the charts make the ChartQA-style
-    test split (half human, half augmented); the rest the training records."""
+    else from random tables) into ``out_dir`` and write the record files.
+    Returns ``{'rendered': n_new, 'skipped': n_existing, 'files': {...}}``.
+    The last ``test_fraction`` of the charts make the ChartQA-style test
+    split (half human, half augmented); the rest the training records."""
     tables = list(tables) if tables is not None else [None] * num_charts
     num_charts = len(tables)
     if num_charts < 2:
