@@ -90,7 +90,7 @@ class WeightFiles:
 
     def __init__(self, folder):
         self.folder = folder
-        self.format, self.files = self._find(folder)
+        self.format, self.files, weight_map = self._find(folder)
         self._bins = {}
         self.tensors = {}
         for name in self.files:
@@ -100,6 +100,15 @@ class WeightFiles:
                         f'{osp.join(folder, name)}: {key} is also in '
                         f'{self.tensors[key].file}')
                 self.tensors[key] = StoredTensor(name, shape, dtype)
+        if weight_map is not None:
+            absent = [f'{k} (in {v})' for k, v in sorted(weight_map.items())
+                      if self.tensors.get(k, StoredTensor(None, (), None))
+                      .file != v]
+            if absent:
+                raise CheckpointError(
+                    f'{folder}: the index names tensors its shards do not '
+                    f'hold: {absent[:4]}' + (' ...' if len(absent) > 4
+                                             else ''))
 
     @staticmethod
     def _find(folder):
@@ -108,8 +117,8 @@ class WeightFiles:
                 path = osp.join(folder, index)
                 try:
                     with open(path) as f:
-                        shards = sorted(set(json.load(f)['weight_map']
-                                            .values()))
+                        weight_map = json.load(f)['weight_map']
+                    shards = sorted(set(weight_map.values()))
                 except (OSError, ValueError, KeyError) as err:
                     raise CheckpointError(f'{path}: not a weight index '
                                           f'({err!r})') from None
@@ -119,9 +128,9 @@ class WeightFiles:
                     raise CheckpointFileNotFound(
                         f'{path} names shards that are not in {folder}: '
                         f'{missing}')
-                return fmt, shards
+                return fmt, shards, weight_map
             if osp.isfile(osp.join(folder, single)):
-                return fmt, [single]
+                return fmt, [single], None
         raise CheckpointFileNotFound(
             f'{folder}: no weights; expected one of '
             f'{[name for entry in WEIGHT_FILES for name in entry[:2]]}')

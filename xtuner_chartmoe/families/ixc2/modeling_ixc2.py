@@ -52,7 +52,8 @@ class IXC2ForCausalLM(PreTrainedModel, GenerationMixin):
     usual ``attention_mask [B, past + L]``, ``position_ids``,
     ``past_key_values`` (a transformers ``Cache``), ``labels [B, L]``
     (-100 ignored); it returns a ``CausalLMOutputWithPast`` with float32
-    ``logits [B, L, vocab]``. ``generate(inputs_embeds=..., im_mask=...)``
+    ``logits [B, L, vocab]`` (the last ``num_logits_to_keep`` positions
+    only when that is > 0, as ``generate`` asks at prefill). ``generate(inputs_embeds=..., im_mask=...)``
     is transformers' generation: the prompt's visual tokens get the PLoRA
     delta at prefill, decode steps none.
     """
@@ -111,7 +112,7 @@ class IXC2ForCausalLM(PreTrainedModel, GenerationMixin):
     def forward(self, input_ids=None, inputs_embeds=None, im_mask=None,
                 attention_mask=None, position_ids=None, past_key_values=None,
                 labels=None, use_cache=None, cache_position=None,
-                return_dict=True, **kwargs):
+                num_logits_to_keep=0, return_dict=True, **kwargs):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError('give exactly one of input_ids and inputs_embeds')
         if inputs_embeds is None:
@@ -124,7 +125,7 @@ class IXC2ForCausalLM(PreTrainedModel, GenerationMixin):
             past_key_values = DynamicCache()
         hidden = self.model(inputs_embeds, im_mask, attention_mask,
                             position_ids, past_key_values)
-        logits = self.output(hidden).float()
+        logits = self.output(hidden[:, -num_logits_to_keep:]).float()
         loss = None
         if labels is not None:
             loss = F.cross_entropy(

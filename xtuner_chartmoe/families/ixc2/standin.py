@@ -110,22 +110,40 @@ def build_ixc2_tokenizer(save_dir, texts=None):
     return tokenizer
 
 
+def random_tensor(shape, dtype, std=0.02, block=(1 << 20) + 7):
+    """Normal(0, std) values of ``shape``: one random block of ``block``
+    values (an odd length, so rows do not repeat in step) tiled over large
+    tensors, which makes real-width stand-ins quick to build."""
+    numel = torch.Size(shape).numel()
+    values = (torch.randn(min(numel, block)) * std).to(dtype)
+    if numel > block:
+        values = values.repeat(-(-numel // block))[:numel]
+    return values.view(shape)
+
+
 def random_model(config, seed=0, dtype=torch.bfloat16):
-    """``IXC2ForCausalLM(config)`` with random weights in ``dtype``, its
-    position table made from a 336-px CLIP table as IXC2 does
+    """``IXC2ForCausalLM(config)`` with random weights in ``dtype``
+    (:func:`random_tensor`; norms one, biases zero), its position table made
+    from a 336-px CLIP table as IXC2 does
     (:func:`~.modeling_vision.interpolate_position_table`)."""
+    from accelerate import init_empty_weights
     torch.manual_seed(seed)
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
+    with init_empty_weights():  # parameters on meta, buffers real
         model = IXC2ForCausalLM(config)
-    finally:
-        torch.set_default_dtype(default)
-    table = model.vit.vision_tower.vision_model.embeddings.position_embedding
     grid = config.img_size // config.vision_config['patch_size']
-    clip_336 = torch.randn(CLIP_336_GRID ** 2 + 1, table.weight.shape[1],
-                           dtype=dtype) * 0.02
-    table.weight.data.copy_(interpolate_position_table(clip_336, grid))
+    for name, param in list(model.named_parameters()):
+        module_name, _, attr = name.rpartition('.')
+        if attr == 'bias':
+            value = torch.zeros(param.shape, dtype=dtype)
+        elif param.dim() == 1 and 'norm' in module_name:
+            value = torch.ones(param.shape, dtype=dtype)
+        elif name.endswith('position_embedding.weight'):
+            value = interpolate_position_table(random_tensor(
+                (CLIP_336_GRID ** 2 + 1, param.shape[1]), dtype), grid)
+        else:
+            value = random_tensor(param.shape, dtype)
+        setattr(model.get_submodule(module_name), attr,
+                torch.nn.Parameter(value, param.requires_grad))
     return model
 
 
