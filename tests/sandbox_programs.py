@@ -167,9 +167,9 @@ BENIGN = {
         'struct.unpack("<I", struct.pack("<I", 258))[0], '
         'len(zlib.compress(b"a" * 1000)) < 100)',
         'True 28 b50951 258 True'),
-    'sqlite in the work dir': (
+    'sqlite in memory': (
         'import sqlite3\n'
-        'db = sqlite3.connect("data.db")\n'
+        'db = sqlite3.connect(":memory:")\n'
         'db.execute("create table t (year int, value real)")\n'
         'db.executemany("insert into t values (?, ?)", '
         '[(2019, 1.5), (2020, 2.5)])\n'

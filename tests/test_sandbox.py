@@ -45,7 +45,7 @@ ORDINARY = {
     '0000000000000000',
 }
 
-LABEL_FILE = '/tmp/chartmoe_test_labels.json'
+LABEL_FILE = f'/tmp/chartmoe_test_labels_{os.getuid()}.json'
 MARKERS = ('/tmp/chartmoe_escape', '/var/tmp/chartmoe_escape')
 
 HOSTILE = {
@@ -243,6 +243,21 @@ add_key = {"x86_64": 248, "aarch64": 217}[os.uname().machine]
 if libc.syscall(add_key, b"user", b"chartmoe", b"x", 1, -4) >= 0:
     print("ESCAPED")
 raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))''',
+    # -- the host through the files bound read-only
+    'lock a host file': '''
+import fcntl, sysconfig
+f = open(sysconfig.get_paths()["stdlib"] + "/os.py")
+fcntl.flock(f, fcntl.LOCK_SH)
+print("ESCAPED")''',
+    'flush the host disk with fsync': '''
+import os, sysconfig
+os.fsync(os.open(sysconfig.get_paths()["stdlib"] + "/os.py", os.O_RDONLY))
+print("ESCAPED")''',
+    'evict the host page cache': '''
+import os, sysconfig
+fd = os.open(sysconfig.get_paths()["stdlib"] + "/os.py", os.O_RDONLY)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+print("ESCAPED")''',
     # -- resources counted per user (a non-root caller's own)
     'grow pipe buffers': '''
 import fcntl, os

@@ -39,6 +39,7 @@ runs many, ``workers`` at a time, each in its own sandbox.
 import fcntl
 import itertools
 import json
+import marshal
 import os
 import os.path as osp
 import selectors
@@ -246,8 +247,8 @@ class Sandbox:
         run = _Run(limits, cancel)
         try:
             status_fd = run.start(self.command, self.host_user())
-            settings = json.dumps(self.settings(status_fd, limits))
-            return run.collect(settings.encode() + b'\n' + payload)
+            settings = marshal.dumps(self.settings(status_fd, limits), 4)
+            return run.collect(settings + payload)
         except OSError as err:
             if err.errno is None:  # the caller's own (an alarm's timeout)
                 raise
