@@ -1,1 +1,1 @@
-"""Model families (base VLM architectures) that ChartMoE's connector plugs into."""
+"""Model families: the base VLMs that ChartMoE's connector plugs into."""

@@ -22,8 +22,8 @@ SHORT_ANSWER_INSTRUCTION = 'Answer the question using a single word or phrase.'
 # eval_ChartQA.py's ``pot_prompts``, indexed by ``--pot_idx``.
 POT_INSTRUCTIONS = (
     'Please give the program of thought.',
-    'Please give the program of thought in python code. Use print function '
-    'to output the answer in the end.',
+    ('Please give the program of thought in python code. Use print function '
+     'to output the answer in the end.'),
 )
 # Generation settings of eval_ChartQA.py (greedy, one beam, 500 tokens) and
 # the stop tokens of ChartMoE_Robot.chat ([UNUSED_TOKEN_145], </s>).

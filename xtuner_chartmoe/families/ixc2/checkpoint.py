@@ -197,7 +197,8 @@ class IXC2LoadReport:
         if self.ignored:
             text += f'; ignored: {_sample(self.ignored)}'
         if self.fresh:
-            text += f'; NOT IN THE CHECKPOINT, initialised: {_sample(self.fresh)}'
+            text += (f'; NOT IN THE CHECKPOINT, initialised: '
+                     f'{_sample(self.fresh)}')
         return text
 
 

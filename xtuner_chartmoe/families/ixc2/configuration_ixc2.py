@@ -1,8 +1,8 @@
 """Configuration of InternLM-XComposer2-VL (IXC2) and of ChartMoE built on it.
 
-Values from the published configuration of ``internlm/internlm-xcomposer2-vl-7b``
-(its 4-bit sibling's ``config.json`` on the hub and full-precision copies of
-it), from the CLIP-ViT-L/14-336 configuration for the vision tower, and from
+Values from the published configuration of
+``internlm/internlm-xcomposer2-vl-7b`` (its 4-bit sibling's ``config.json``
+on the hub and full-precision copies of it), from the CLIP-ViT-L/14-336 configuration for the vision tower, and from
 ChartMoE (IDEA-FinAI/ChartMoE, ``chartmoe/train/chartmoe_construction.py``),
 which adds ``num_experts`` / ``num_selected`` to ``config.json``.
 
@@ -80,7 +80,8 @@ class IXC2Config(PretrainedConfig):
                  bos_token_id=1, eos_token_id=2, pad_token_id=2,
                  tie_word_embeddings=False, **kwargs):
         if hidden_act != 'silu':
-            raise ValueError(f'InternLM2 uses silu, got hidden_act={hidden_act!r}')
+            raise ValueError(
+                f'InternLM2 uses silu, got hidden_act={hidden_act!r}')
         if hidden_size % num_attention_heads or \
                 num_attention_heads % num_key_value_heads:
             raise ValueError(

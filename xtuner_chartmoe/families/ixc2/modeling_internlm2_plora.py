@@ -1,4 +1,4 @@
-"""InternLM2 with Partial LoRA (PLoRA), the language model of InternLM-XComposer2.
+"""InternLM2 with Partial LoRA (PLoRA): the LLM of InternLM-XComposer2.
 
 InternLM2 (arXiv 2403.17297): pre-norm decoder layers, RMSNorm, grouped-query
 attention with a fused ``wqkv`` projection, RoPE, a SwiGLU MLP
@@ -189,7 +189,8 @@ class InternLM2MLP(nn.Module):
 
 
 class InternLM2DecoderLayer(nn.Module):
-    """``h += attention(attention_norm(h)); h += feed_forward(ffn_norm(h))``."""
+    """``h += attention(attention_norm(h))``, then
+    ``h += feed_forward(ffn_norm(h))``."""
 
     def __init__(self, config, layer_idx):
         super().__init__()

@@ -10,7 +10,6 @@ ChartMoE's ``MLPMoE`` (``gate.weight``, ``experts.N.{0,2}.*``).
 Top-level modules and the prefixes of the released state dicts: ``model``
 (InternLM2), ``vit`` (the vision tower), ``vision_proj``, ``output``.
 """
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from transformers import DynamicCache, GenerationMixin, PreTrainedModel
@@ -53,9 +52,10 @@ class IXC2ForCausalLM(PreTrainedModel, GenerationMixin):
     ``past_key_values`` (a transformers ``Cache``), ``labels [B, L]``
     (-100 ignored); it returns a ``CausalLMOutputWithPast`` with float32
     ``logits [B, L, vocab]`` (the last ``num_logits_to_keep`` positions
-    only when that is > 0, as ``generate`` asks at prefill). ``generate(inputs_embeds=..., im_mask=...)``
-    is transformers' generation: the prompt's visual tokens get the PLoRA
-    delta at prefill, decode steps none.
+    only when that is > 0, as ``generate`` asks at prefill).
+    ``generate(inputs_embeds=..., im_mask=...)`` is transformers'
+    generation: the prompt's visual tokens get the PLoRA delta at prefill,
+    decode steps none.
     """
     config_class = IXC2Config
     base_model_prefix = 'model'

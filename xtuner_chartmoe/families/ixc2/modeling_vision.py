@@ -30,7 +30,7 @@ def interpolate_position_table(table, grid):
     grid*grid, C]``: the patch rows as a ``g x g`` image resized bicubically
     (``align_corners=False``) to ``grid x grid``, computed in float32."""
     cls_row, patches = table[:1], table[1:]
-    side = int(round(patches.shape[0] ** 0.5))
+    side = round(patches.shape[0] ** 0.5)
     if side * side != patches.shape[0]:
         raise ValueError(f'position table of {table.shape[0]} rows is not '
                          'CLS + a square grid')

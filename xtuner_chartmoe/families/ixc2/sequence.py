@@ -85,9 +85,9 @@ def embed_segments(model, segments, image_tokens=None, max_length=None):
     for segment in segments:
         if isinstance(segment, ImageSlot):
             if image_tokens is None or segment.index >= len(image_tokens):
+                given = 0 if image_tokens is None else len(image_tokens)
                 raise ValueError(f'the sequence has image {segment.index}, '
-                                 f'{0 if image_tokens is None else len(image_tokens)} '
-                                 'images were given')
+                                 f'{given} images were given')
             tokens = image_tokens[segment.index]
             masks.append(torch.ones(len(tokens), dtype=torch.bool))
         else:

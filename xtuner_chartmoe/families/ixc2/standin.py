@@ -51,8 +51,9 @@ from transformers import PreTrainedTokenizerFast
 class InternLMXComposer2Tokenizer(PreTrainedTokenizerFast):
     """Reads the folder's tokenizer.json."""
 '''
-REFUSING_CODE = '''raise ImportError("stand-in of the release's remote {} code: "
-                  "xtuner_chartmoe's loader must never import it")
+REFUSING_CODE = '''raise ImportError(
+    "stand-in of the release's remote {} code: "
+    "xtuner_chartmoe's loader must never import it")
 '''
 
 
@@ -100,8 +101,8 @@ def build_ixc2_tokenizer(save_dir, texts=None):
     with open(path) as f:
         config = json.load(f)
     config.update(tokenizer_class='InternLMXComposer2Tokenizer', auto_map={
-        'AutoTokenizer': ['tokenization_internlm_xcomposer2.'
-                          'InternLMXComposer2Tokenizer', None]})
+        'AutoTokenizer': [('tokenization_internlm_xcomposer2.'
+                           'InternLMXComposer2Tokenizer'), None]})
     with open(path, 'w') as f:
         json.dump(config, f, indent=2)
     with open(osp.join(save_dir, 'tokenization_internlm_xcomposer2.py'),
