@@ -16,27 +16,33 @@ the program's own interpreter is a guard it could switch off:
 - ``/work``, the current directory: an empty tmpfs of ``work_mb`` and
   ``work_inodes``, ``noexec``; it vanishes with the mount namespace, so
   nothing is left on disk;
-- limits on address space, CPU time, file size, open files and processes;
-  seccomp forbids new processes (threads only), ``execve``,
-  ``memfd_create``, sockets, SysV/POSIX shared memory and message queues,
-  and the namespace, mount, ptrace, keyring, BPF and io_uring calls;
-  Landlock, where the kernel has it, confines file access to the bound
-  paths, forbids TCP and (ABI 6) signals and abstract sockets outside;
+- limits on address space, CPU time, file size, open files, threads and
+  queued signals; no core dump (the process is non-dumpable, so not even a
+  crash handler piped from ``core_pattern`` gets its memory); a seccomp
+  allow list of the calls ordinary Python programs make (threads but no
+  processes, no ``execve``, sockets, namespaces, mounts, ptrace, keyrings,
+  BPF, perf, aio, io_uring, inotify, SysV/POSIX IPC, huge or locked pages,
+  pipe growth, file locks or fsync): no kernel object counted for the whole
+  host or for the caller's user; Landlock, where the kernel has it,
+  confines file access to the bound paths, forbids TCP and (ABI 6) signals
+  and abstract sockets outside;
 - the caller reads stdout and stderr with a bound each (a flood is cut and
   the program killed) and a wall-clock deadline; at the end the sandbox's
   pid 1 is killed, which kills everything started inside, and the call
-  returns only once it is gone.
+  returns only once it is gone. That holds for every way the call ends: a
+  result, a failure of the caller's own (out of descriptors or processes),
+  an interruption (Ctrl-C, an alarm, an exception raised into its thread).
 
 The in-sandbox set-up steps are in ``sandbox_init.py``. Where the isolation
 cannot be set up (no ``bwrap``, user namespaces disabled, no libseccomp, an
-interpreter the sandbox uid cannot read), :func:`require` and every run
-raise :class:`SandboxUnavailable` with one line saying what is missing:
-programs never run unconfined.
+interpreter the sandbox uid cannot read), :func:`require` raises
+:class:`SandboxUnavailable` with one line saying what is missing: programs
+never run unconfined. Once it has passed, a sandbox that fails to start or
+run fails its own program only (a :class:`ProgramResult` saying why).
 
 ``run_program(code)`` returns a :class:`ProgramResult`; ``run_programs``
 runs many, ``workers`` at a time, each in its own sandbox.
 """
-import fcntl
 import itertools
 import json
 import marshal
@@ -55,7 +61,6 @@ from dataclasses import dataclass
 INIT_SOURCE = osp.join(osp.dirname(osp.abspath(__file__)), 'sandbox_init.py')
 INSTALL_HINT = ('install bubblewrap (Debian/Ubuntu: `apt-get install '
                 'bubblewrap`; tools/setup_env.sh does it)')
-SETUP_FAILED = 125  # sandbox_init's exit status when a set-up step fails
 UID_BASE, UID_COUNT = 61000, 1000  # host uids for programs of a root caller
 MAX_CODE_BYTES = 512 * 1024
 LIBRARY_DIRS = ('/usr/lib', '/usr/lib64', '/lib', '/lib64', '/lib32',
@@ -64,6 +69,7 @@ SECCOMP_LIBRARY = 'libseccomp.so.2'
 PENDING_SIGNALS = 64  # RLIMIT_SIGPENDING: queued signals count per user
 POLL_SECONDS = 0.1  # how soon a running sandbox notices a cancel
 KILL_WAIT_SECONDS = 10  # for a killed sandbox to go before bwrap is killed
+STOPPED = 'stopped: the caller was interrupted'
 
 
 class SandboxUnavailable(RuntimeError):
@@ -236,10 +242,11 @@ class Sandbox:
     def run(self, code, limits=Limits(), cancel=None):
         """Run ``code``; returns a :class:`ProgramResult`. A sandbox that
         cannot be set up or run (a kernel refusal, the caller out of
-        descriptors or processes) fails this program only. ``cancel``: a
-        :class:`threading.Event` that stops the program when set. However
-        the call ends (a result, an exception, an interruption), the sandbox
-        and everything in it are killed and reaped first."""
+        descriptors or processes) fails this program only. ``cancel``: an
+        object whose ``stopped`` attribute, once true, stops the program
+        (a :class:`_Batch`). However the call ends (a result, an exception,
+        an interruption), the sandbox and everything in it are killed and
+        reaped first."""
         payload = code.encode('utf-8', errors='replace')
         if len(payload) > MAX_CODE_BYTES:
             return ProgramResult(False, '', f'program larger than '
@@ -279,9 +286,10 @@ class _Run:
 
     def __init__(self, limits, cancel):
         self.limits, self.cancel = limits, cancel
-        self.proc = self.pidfd = self.pid1 = None
-        self.fds = {}  # our ends: status, info, block
+        self.proc = self.pidfd = self.pid1 = self.feed = None
+        self.fds = {}  # our ends: we read status and info, write block
         self.info = bytearray()
+        self.data = {}  # what each descriptor has given so far
 
     def start(self, command, user):
         """Start bwrap (blocked before the sandbox runs anything); returns
@@ -310,8 +318,7 @@ class _Run:
         proc, status = self.proc, self.fds['status']
         deadline = time.monotonic() + self.limits.timeout
         self.data = {proc.stdout: bytearray(), proc.stderr: bytearray(),
-                     status: bytearray(),
-                     self.fds['info']: self.info}
+                     status: bytearray(), self.fds['info']: self.info}
         self.feed = _Feed(proc.stdin, stdin_bytes)
         failure = ''
         with selectors.DefaultSelector() as selector:
@@ -321,8 +328,8 @@ class _Run:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     failure = f'timed out after {self.limits.timeout:g} s'
-                elif self.cancel is not None and self.cancel.is_set():
-                    failure = 'stopped: the caller was interrupted'
+                elif self.cancel is not None and self.cancel.stopped:
+                    failure = STOPPED
                 else:
                     failure = self._pump(selector, min(left, POLL_SECONDS))
         self.stop()
@@ -436,12 +443,12 @@ class _Run:
             if self.pid1 is not None and self.proc.poll() is None:
                 try:
                     os.kill(self.pid1, signal.SIGKILL)
-                except ProcessLookupError:
+                except OSError:  # gone already
                     pass
             return
         try:
             signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-        except ProcessLookupError:
+        except OSError:  # gone already
             pass
         with selectors.DefaultSelector() as poller:
             poller.register(self.pidfd, selectors.EVENT_READ)
@@ -467,8 +474,8 @@ class _Run:
         for name in list(self.fds):
             os.close(self.fds.pop(name))
         if self.pidfd is not None:
-            os.close(self.pidfd)
-            self.pidfd = None
+            pidfd, self.pidfd = self.pidfd, None
+            os.close(pidfd)
         if self.proc is not None:
             for stream in (self.proc.stdin, self.proc.stdout,
                            self.proc.stderr):
@@ -514,7 +521,7 @@ def require():
         if 'sandbox' not in _SANDBOX:
             try:
                 sandbox = Sandbox.detect()
-                result = sandbox.run('print(6 * 7)')
+                result = _run_all(sandbox, ['print(6 * 7)'], 1, Limits())[0]
                 if result.stdout != '42':
                     raise SandboxUnavailable(
                         f'PoT sandbox self-test failed: {result.error or result.stdout!r}')
@@ -528,9 +535,72 @@ def require():
 def run_program(code, timeout=5.0, memory_mb=512, max_output=10_000,
                 **limits):
     """Run ``code`` in the sandbox; see the module docstring and
-    :class:`Limits` for the other limits."""
-    return require().run(code, Limits(timeout=timeout, memory_mb=memory_mb,
-                                      max_output=max_output, **limits))
+    :class:`Limits` for the other limits, and :func:`run_programs` for an
+    interrupted call."""
+    return _run_all(require(), [code], 1, Limits(
+        timeout=timeout, memory_mb=memory_mb, max_output=max_output,
+        **limits))[0]
+
+
+def run_programs(codes, workers=4, **limits):
+    """``run_program`` over ``codes``, ``workers`` at a time (threads that
+    each wait on their own sandbox). Returns results in order. If the call
+    is interrupted (Ctrl-C, an alarm's handler, an exception raised into
+    the calling thread), the programs not started are dropped and the
+    running ones are stopped, killed and reaped before the exception goes
+    on."""
+    return _run_all(require(), codes, workers, Limits(**limits))
+
+
+def _run_all(sandbox, codes, workers, limits):
+    """Run ``codes`` in ``sandbox`` on worker threads, which no signal
+    handler interrupts (Python runs those on the main thread), so that
+    starting and killing a sandbox is never cut short; the calling thread
+    only waits, and cancels them all if it is interrupted."""
+    batch = _Batch()
+    pool = ThreadPoolExecutor(max(workers, 1))
+    try:
+        futures = [pool.submit(batch.run, sandbox, code, limits)
+                   for code in codes]
+        return [_result(future) for future in futures]
+    finally:
+        batch.stopped = True  # first, in one step no signal handler splits
+        _uninterrupted(lambda: batch.close(pool))
+
+
+class _Batch:
+    """The sandboxes of one call. ``stopped``, once true, stops the running
+    ones and starts no more; it is a plain attribute, so setting it is one
+    bytecode, which no signal handler can cut short. Each sandbox is
+    counted while it runs, so that :meth:`close` can wait for the last one
+    even if a worker thread escaped the pool's own bookkeeping (a signal
+    while the pool was starting it)."""
+
+    def __init__(self):
+        self.stopped = False
+        self.running = 0
+        self.changed = threading.Condition()
+
+    def run(self, sandbox, code, limits):
+        """``sandbox.run(code, limits)``, unless the batch is stopped."""
+        with self.changed:
+            if self.stopped:
+                return ProgramResult(False, '', STOPPED)
+            self.running += 1
+        try:
+            return sandbox.run(code, limits, self)
+        finally:
+            with self.changed:
+                self.running -= 1
+                self.changed.notify_all()
+
+    def close(self, pool):
+        """Stop the batch, drop the programs not started, and wait for the
+        pool's threads and for the last sandbox to be gone."""
+        self.stopped = True
+        pool.shutdown(wait=True, cancel_futures=True)
+        with self.changed:
+            self.changed.wait_for(lambda: self.running == 0)
 
 
 def _result(future):
@@ -539,22 +609,3 @@ def _result(future):
     while not wait([future], timeout=POLL_SECONDS).done:
         pass
     return future.result()
-
-
-def run_programs(codes, workers=4, **limits):
-    """``run_program`` over ``codes``, ``workers`` at a time (threads that
-    each wait on their own sandbox). Returns results in order. If the call
-    is interrupted (an exception in the caller, Ctrl-C, an alarm), the
-    programs not started are dropped and the running ones are stopped,
-    killed and reaped before the exception goes on."""
-    sandbox = require()
-    chosen = Limits(**limits)
-    cancel = threading.Event()
-    pool = ThreadPoolExecutor(max(workers, 1))
-    try:
-        futures = [pool.submit(sandbox.run, code, chosen, cancel)
-                   for code in codes]
-        return [_result(future) for future in futures]
-    finally:
-        cancel.set()
-        _uninterrupted(lambda: pool.shutdown(wait=True, cancel_futures=True))
