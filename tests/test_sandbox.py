@@ -573,6 +573,38 @@ def test_exception_in_the_calling_thread_kills_the_sandbox():
     assert sandbox_processes() <= before
 
 
+def test_interrupted_at_any_moment_leaves_nothing():
+    """Alarms swept over the first 150 ms of a call (detection, bwrap's
+    start, the set-up, the program, the clean-up), for one program and for
+    a batch: each call raises the alarm's exception, and no sandbox is left
+    when it does."""
+    require()
+    before = sandbox_processes()
+
+    class Alarm(Exception):
+        pass
+
+    def ring(*_):
+        raise Alarm
+
+    previous = signal.signal(signal.SIGALRM, ring)
+    left = {}
+    try:
+        for step in range(40):
+            with pytest.raises(Alarm):
+                signal.setitimer(signal.ITIMER_REAL, 0.0001 + step * 0.004)
+                if step % 2:
+                    run_program('import time; time.sleep(2)', timeout=5)
+                else:
+                    run_programs(['import time; time.sleep(2)'] * 3,
+                                 workers=2, timeout=5)
+            left[step] = sandbox_processes() - before
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert not any(left.values()), left
+
+
 # -- set-up failures: that program fails, the batch goes on, nothing left
 
 def test_failed_start_fails_that_program_only(monkeypatch):
