@@ -5,7 +5,9 @@ bubblewrap (own user, pid, mount, ipc, uts and network namespaces; only the
 interpreter and the system libraries bound read-only). It runs as uid 0 of
 the sandbox's user namespace with ``CAP_SYS_ADMIN`` and ``CAP_SETFCAP``
 there (to mount the work dir, and to map uid 0 of that namespace into a
-nested one) and nothing else, and then, in this order, before a single line of the program runs:
+nested one) and nothing else. It makes itself non-dumpable first (no core
+dump, no crash handler ever gets its memory; seccomp later keeps it so), and
+then, in this order, before a single line of the program runs:
 
 1. mounts the work dir ``/work``: a tmpfs with a size and an inode cap,
    ``nosuid,nodev,noexec``, and makes it the current directory;
@@ -18,13 +20,12 @@ nested one) and nothing else, and then, in this order, before a single line of t
 4. restricts itself with Landlock where the kernel has it: read/execute on
    the bound system paths, read/write on ``/work`` only, no TCP, and (ABI 6)
    no signals or abstract sockets outside the sandbox;
-5. makes itself non-dumpable (no core dump, no crash handler ever gets its
-   memory) and installs a seccomp allow list (libseccomp): the calls an
-   ordinary Python program makes, threads but no processes, no
-   ``PR_SET_DUMPABLE``, no pipe growth, no huge or locked pages; every other
-   call (``execve``, sockets, namespaces, mounts, ptrace, keyrings, BPF,
-   perf, aio, io_uring, inotify, SysV/POSIX IPC, file locks, fsync, ...)
-   fails with EPERM;
+5. installs a seccomp allow list (libseccomp): the calls an ordinary
+   Python program makes, threads but no processes, no ``PR_SET_DUMPABLE``,
+   no pipe growth, no huge or locked pages; every other call (``execve``,
+   sockets, namespaces, mounts, ptrace, keyrings, BPF, perf, aio,
+   io_uring, inotify, SysV/POSIX IPC, file locks, fsync, ...) fails with
+   EPERM;
 6. writes ``ready`` to the status descriptor and closes it, then runs the
    program as ``__main__``.
 
@@ -236,6 +237,7 @@ EPERM, ENOSYS = 1, 38
 
 
 def load_libseccomp(library_path):
+    """libseccomp through ctypes, with the signatures we call."""
     lib = ctypes.CDLL(library_path, use_errno=True)
     lib.seccomp_init.restype = ctypes.c_void_p
     lib.seccomp_init.argtypes = [ctypes.c_uint32]
@@ -297,19 +299,29 @@ def set_limits(rlimits):
         resource.setrlimit(getattr(resource, f'RLIMIT_{name}'), (value, value))
 
 
-def main():
+def set_up():
+    """Steps 1-5 (the module docstring); returns the settings and the
+    program. Not even a crash in here dumps core: the process is made
+    non-dumpable first."""
+    no_core_dumps()
     settings = marshal.load(sys.stdin.buffer)
     code = sys.stdin.buffer.read().decode('utf-8', errors='replace')
     sys.stdin.close()
+    mount_work_dir(settings['work_bytes'], settings['work_inodes'])
+    become_nobody()
+    drop_capabilities()
+    set_limits(settings['rlimits'])
+    landlock(settings['read_paths'], ['/work'])
+    seccomp(settings['libseccomp'])
+    return settings, code
+
+
+def main():
+    """Set up (exit 125 with one line if any step fails), say ``ready``;
+    returns the program."""
     try:
-        mount_work_dir(settings['work_bytes'], settings['work_inodes'])
-        become_nobody()
-        drop_capabilities()
-        set_limits(settings['rlimits'])
-        landlock(settings['read_paths'], ['/work'])
-        no_core_dumps()
-        seccomp(settings['libseccomp'])
-    except (SetupError, OSError, KeyError, ValueError) as err:
+        settings, code = set_up()
+    except (SetupError, OSError, KeyError, ValueError, EOFError) as err:
         print(f'sandbox setup failed: {err}', file=sys.stderr)
         sys.stderr.flush()
         os._exit(125)
