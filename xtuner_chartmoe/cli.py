@@ -101,7 +101,10 @@ def copy_config(config, save_dir, new_name=None):
 def run_xtuner(module, args):
     """Run XTuner's ``module`` (e.g. ``xtuner.tools.train``) in a fresh
     interpreter with the compatibility fixes installed; returns its exit
-    status."""
+    status. A DeepSpeed run first checks for a known-bad DeepSpeed."""
+    if '--deepspeed' in args:
+        from .version_guard import check
+        check('deepspeed')
     nproc = int(os.environ.get('NPROC_PER_NODE', '1'))
     launch = [sys.executable]
     if module == 'xtuner.tools.train' and nproc > 1:

@@ -41,15 +41,17 @@ fix                                acts when                      module
                                    cache (transformers >= 4.42)
 =================================  =============================  =========
 
-``python -m xtuner_chartmoe.compat`` writes a ``.pth`` start-up file into
-site-packages (``tools/setup_env.sh`` runs it) whose only work at start-up
-is :func:`install`: it registers an import hook per fix, which stays idle
-until its module is imported (a module already imported is mended at
-once). The start-up file does nothing in ``python -S`` / ``-I`` runs (the
-PoT sandbox's interpreter) and nothing in processes that never import
-these modules. The plugin's own code paths also call
-:func:`fix_internlm2_generation` themselves, so they work without the
-start-up file.
+The package ships a start-up file, ``xtuner_chartmoe_compat.pth``, at the
+top of its wheel: any install (wheel, ``pip install .``, ``pip install -e
+.``) puts it into site-packages and uninstalling removes it. Its only work
+at start-up is :func:`install`: it registers an import hook per fix, which
+stays idle until its module is imported (a module already imported is
+mended at once). ``XTUNER_CHARTMOE_COMPAT=0`` turns every fix off. The
+start-up file does nothing in ``python -S`` runs (the PoT sandbox's
+interpreter) and nothing in processes that never import these modules. The
+plugin's own code paths also call :func:`install` (``chartmoe train`` /
+``convert``) or :func:`fix_internlm2_generation` themselves, so they work
+without the start-up file.
 """
 import atexit
 import datetime
@@ -60,11 +62,10 @@ import inspect
 import logging
 import os
 import sys
-import sysconfig
 
-PTH_NAME = 'xtuner_chartmoe_compat.pth'
 LOGGER = logging.getLogger('xtuner_chartmoe.compat')
 LOG_ENV = 'XTUNER_CHARTMOE_COMPAT_LOG'
+OFF_ENV = 'XTUNER_CHARTMOE_COMPAT'  # '0': no fix at all
 _TORCHVISION_SCHEMAS = (
     'nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor',
     'qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor',
@@ -421,7 +422,10 @@ def _apply(fix, target):
 def install():
     """Register the fixes: an import hook for each module not imported yet;
     a module already imported is mended now (an ``after`` fix) or, for a
-    ``before`` fix, left as it is (too late to help)."""
+    ``before`` fix, left as it is (too late to help). Nothing at all when
+    ``XTUNER_CHARTMOE_COMPAT=0``."""
+    if os.environ.get(OFF_ENV) == '0':
+        return
     pending = {h.name for h in sys.meta_path if isinstance(h, _ImportHook)}
     for name, when, fix in FIXES:
         if name in pending or fix.__name__ in _APPLIED:
@@ -431,18 +435,3 @@ def install():
                 _apply(fix, sys.modules[name])
             continue
         sys.meta_path.insert(0, _ImportHook(name, when, fix))
-
-
-def write_pth_file():
-    """Write the start-up file into this environment's site-packages."""
-    site_dir = sysconfig.get_paths()['purelib']
-    target = os.path.join(site_dir, PTH_NAME)
-    tmp = target + '.tmp'
-    with open(tmp, 'w') as f:
-        f.write('import xtuner_chartmoe.compat as m; m.install()\n')
-    os.replace(tmp, target)
-    return target
-
-
-if __name__ == '__main__':
-    print(f'wrote {write_pth_file()}')
