@@ -38,12 +38,16 @@ TASKS_DIR = osp.join(osp.dirname(osp.abspath(__file__)), 'lmms_tasks')
 class RoutedReply(str):
     """A reply (the text, a ``str`` for lmms-eval's filters and logs) with
     ``routing``: its sample's :func:`sample_routing` dict, or None (dense
-    connector)."""
+    connector). ``strip()`` keeps the routing: lmms-eval strips each reply
+    (removing reasoning tags) before scoring it."""
 
     def __new__(cls, text, routing=None):
         reply = super().__new__(cls, text)
         reply.routing = routing
         return reply
+
+    def strip(self, chars=None):
+        return RoutedReply(super().strip(chars), self.routing)
 
 
 def manifest():

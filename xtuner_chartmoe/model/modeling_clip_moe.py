@@ -21,7 +21,8 @@ CONFIG_KEY = 'chartmoe_mlp_moe'
 class CLIPMoEMLP(SparseMoEBlock):
     """Drop-in for ``CLIPMLP``: ``hidden_states [B, T, D] -> [B, T, D]``.
 
-    A :class:`~.moe_block.SparseMoEBlock` whose ``experts`` are E copies of
+    A :class:`~.moe_block.SparseMoEBlock` (a base, so that the keys stay
+    ``mlp.gate.*``, ``mlp.experts.*``) whose ``experts`` are E copies of
     the dense MLP (``experts.{i}.fc1|fc2.*``); ``gate``: a router of
     ``routers.ROUTERS`` (softmax by default, ``gate.weight [E, D]``);
     ``num_selected``: top-k buffer. Its routing (a ``RouterOutput`` over the

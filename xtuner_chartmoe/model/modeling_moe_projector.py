@@ -64,12 +64,13 @@ class MoEProjectorModel(SparseMoEBlock, PreTrainedModel):
     with ``output_router_logits=True`` it returns a :class:`MoEProjectorOutput`
     with the routing for losses and analysis. Either way the routing
     (``RouterOutput``, [B, T, ...]) goes to an attached ``RoutingRecorder``.
-    The block (:class:`~.moe_block.SparseMoEBlock`) gives the parameters
-    ``gate.*`` (the router; ``gate.weight [E, Dv]`` for softmax) and
-    ``experts.{i}.{0,2}.{weight,bias}`` (``build_expert``), the buffer
-    ``num_selected``, ``set_top_k``, ``forced_expert`` and the dispatch
-    (``config.dispatch``). Float parameters load in the dtype asked for;
-    router scores are float32.
+    The model is the block (:class:`~.moe_block.SparseMoEBlock`, a base
+    rather than a submodule, so that saved keys have no prefix), which gives
+    the parameters ``gate.*`` (the router; ``gate.weight [E, Dv]`` for
+    softmax) and ``experts.{i}.{0,2}.{weight,bias}`` (``build_expert``), the
+    buffer ``num_selected``, ``set_top_k``, ``forced_expert`` and the
+    dispatch (``config.dispatch``). Float parameters load in the dtype asked
+    for; router scores are float32.
     """
     _auto_class = 'AutoModel'
     config_class = MoEProjectorConfig
