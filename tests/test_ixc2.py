@@ -534,3 +534,231 @@ def test_partial_load_refused_unless_asked(tmp_path, standins):
     assert report.fresh == dropped
     assert 'NOT IN THE CHECKPOINT' in report.summary()
     assert not any(p.is_meta for p in model.parameters())
+
+
+# --- the family's ChatModel: IXC2Chat ----------------------------------------
+
+QUESTIONS = ('Max?',
+             ('Which bar is the highest one, and by how much does it exceed '
+              'the second highest bar in the chart?'),
+             'What is the value of Japan?')
+
+
+@pytest.fixture(scope='module')
+def images(chart):
+    from PIL import Image, ImageDraw
+    img = Image.new('RGB', (200, 300), 'ivory')
+    ImageDraw.Draw(img).ellipse((20, 30, 180, 250), fill='darkorange')
+    return [chart, img, Image.open(chart).rotate(90, expand=True)]
+
+
+@pytest.fixture(scope='module')
+def chartmoe_chat(chartmoe):
+    from xtuner_chartmoe.families.ixc2 import IXC2Chat
+    model, tokenizer, report = chartmoe
+    return IXC2Chat(model, tokenizer, report)
+
+
+def test_chat_answers_batched_as_one_by_one_as_chartmoe_answer(
+        chartmoe_chat, images):
+    """Left-padded batch == each sample alone == ``chartmoe_answer``
+    (ChartMoE's protocol): the replies, and the next-token logits at every
+    step (prefill and cached decode steps under the padding mask)."""
+    chat_model = chartmoe_chat
+    model, tokenizer = chat_model.model, chat_model.tokenizer
+    questions = [protocol.SHORT_ANSWER_INSTRUCTION + q for q in QUESTIONS]
+    lengths = {len(tokenizer(protocol.PROMPT_TEMPLATE.format(q),
+                             add_special_tokens=False)['input_ids'])
+               for q in questions}
+    assert len(lengths) == len(questions)  # every prompt padded differently
+    steps = []
+    hook = model.output.register_forward_hook(
+        lambda module, args, out: steps.append(out[:, -1]))
+    try:
+        batched = chat_model.answer(images, questions, max_new_tokens=5)
+        batched_steps = torch.stack(steps, 1)
+        alone, alone_steps = [], []
+        for image, q in zip(images, questions):
+            steps.clear()
+            alone += chat_model.answer([image], [q], max_new_tokens=5)
+            alone_steps.append(torch.cat(steps))
+    finally:
+        hook.remove()
+    reference = [chartmoe_answer(model, tokenizer, image,
+                                 protocol.chartqa_prompt(q), max_new_tokens=5)
+                 for image, q in zip(images, QUESTIONS)]
+    assert batched == alone == [r.text for r in reference]
+    assert any(batched), 'the stand-in stopped at once: nothing compared'
+    for row, alone_row in zip(batched_steps, alone_steps):
+        assert torch.allclose(row[:len(alone_row)], alone_row, atol=1e-4,
+                              rtol=1e-4)
+
+
+def test_chat_left_padding_keeps_the_logits(chartmoe_chat, images):
+    """A left-padded prompt's last logits are its unpadded ones, with the
+    positions ``generate`` derives from the mask (what the batch uses) and
+    with positions counted from the padding (IXC2's own rotary, which
+    ignores position_ids): RoPE scores depend on relative positions only
+    and the padding is masked out."""
+    from xtuner_chartmoe.families.ixc2.generation import left_pad
+    chat_model = chartmoe_chat
+    model = chat_model.model
+    tokens, _ = chat_model.encode_images(images[:2])
+    short, long = (chat_model.sequence(t, q)
+                   for t, q in zip(tokens, QUESTIONS[:2]))
+    embeds, im_mask, attention = left_pad([short, long])
+    assert not attention[0].all() and attention[1].all()
+    assert torch.equal(im_mask[0, -short[1].shape[1]:], short[1][0])
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    last = dict(num_logits_to_keep=1)
+    with torch.no_grad():
+        alone = model(inputs_embeds=short[0], im_mask=short[1],
+                      **last).logits[0, -1]
+        padded = model(inputs_embeds=embeds, im_mask=im_mask,
+                       attention_mask=attention, position_ids=positions,
+                       **last).logits[0, -1]
+        shifted = model(inputs_embeds=embeds, im_mask=im_mask,
+                        attention_mask=attention, **last).logits[0, -1]
+        unmasked = model(inputs_embeds=embeds, im_mask=im_mask,
+                         position_ids=positions, **last).logits[0, -1]
+    assert torch.allclose(padded, alone, atol=1e-4, rtol=1e-4)
+    assert torch.allclose(shifted, alone, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(unmasked, alone, atol=1e-4, rtol=1e-4)
+
+
+def test_decode_reply_cuts_at_the_first_stop(chartmoe):
+    from xtuner_chartmoe.families.ixc2.generation import decode_reply
+    tokenizer = chartmoe[1]
+    ids = tokenizer('Yes 12', add_special_tokens=False)['input_ids']
+    stops = protocol.STOP_TOKEN_IDS
+    assert decode_reply(tokenizer, ids + [92542, 2, 2], stops) == (
+        'Yes 12', ids)
+    assert decode_reply(tokenizer, ids + [2, 5, 6], stops).token_ids == ids
+    assert decode_reply(tokenizer, [2, 2], stops) == ('', [])
+    assert decode_reply(tokenizer, ids, stops).token_ids == ids
+
+
+def test_chat_routing_of_the_moe_connector(chartmoe_chat, images):
+    chat_model = chartmoe_chat
+    assert chat_model.family == 'ixc2' and chat_model.is_moe
+    assert chat_model.expert_names == ['general', 'table', 'json', 'code']
+    tokens, routing = chat_model.encode_images(images)
+    assert tokens.shape == (3, IMAGE_TOKENS, 64)
+    assert routing.experts.shape == (3, IMAGE_TOKENS, 2)
+    assert routing.weights.shape == (3, IMAGE_TOKENS, 2)
+    assert routing.probs.shape == routing.logits.shape == (3, IMAGE_TOKENS, 4)
+    assert torch.equal(tokens, encode_images(chat_model.model, images))
+    replies, answered = chat_model.answer(images[:2], QUESTIONS[:2],
+                                          max_new_tokens=2,
+                                          return_routing=True)
+    assert len(replies) == 2 and all(isinstance(r, str) for r in replies)
+    assert torch.equal(answered.experts, routing.experts[:2])
+    for index in range(3):
+        counts = chat_model.top1_counts(routing, index)
+        assert list(counts) == chat_model.expert_names
+        assert sum(counts.values()) == IMAGE_TOKENS
+    assert chat_model.answer([], [], return_routing=True) == ([], None)
+    assert chat_model.connector is chat_model.model.vision_proj
+    chat_model.force_expert(1)
+    try:
+        _, forced = chat_model.encode_images(images[:1])
+        assert chat_model.top1_counts(forced) == {
+            'general': 0, 'table': IMAGE_TOKENS, 'json': 0, 'code': 0}
+    finally:
+        chat_model.force_expert(None)
+    assert torch.equal(chat_model.encode_images(images)[1].experts,
+                       routing.experts)
+    with pytest.raises(ValueError, match='2 images for 1 questions'):
+        chat_model.answer(images[:2], QUESTIONS[:1])
+
+
+def test_chat_dense_ixc2_by_repo_id(standins, images):
+    from xtuner_chartmoe.families.ixc2 import IXC2Chat
+    chat_model = IXC2Chat.from_pretrained(IXC2_REPO, device='cpu',
+                                          cache_dir=standins['hf_cache'])
+    assert chat_model.dtype == torch.float32 and not chat_model.is_moe
+    assert chat_model.expert_names == [] and chat_model.report.folder == \
+        standins[IXC2_REPO]
+    tokens, routing = chat_model.encode_images(images[:2])
+    assert tokens.shape == (2, IMAGE_TOKENS, 64) and routing is None
+    replies, routing = chat_model.answer(images[:2], QUESTIONS[:2],
+                                         max_new_tokens=3, return_routing=True)
+    assert routing is None and chat_model.top1_counts(routing) == {}
+    with pytest.raises(ValueError, match='needs a MoE connector'):
+        chat_model.force_expert(0)
+    assert replies == [chat_model.answer([i], [q], max_new_tokens=3)[0]
+                       for i, q in zip(images[:2], QUESTIONS[:2])]
+
+
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16', torch.bfloat16])
+def test_chat_dtypes_on_cpu(standins, images, dtype):
+    from xtuner_chartmoe.families.ixc2 import IXC2Chat
+    chat_model = IXC2Chat.from_pretrained(CHARTMOE_REPO, device='cpu',
+                                          dtype=dtype,
+                                          cache_dir=standins['hf_cache'])
+    expected = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    assert chat_model.dtype == expected
+    assert chat_model.report.dtype == str(expected)[6:]
+    tokens, routing = chat_model.encode_images(images[:1])
+    assert tokens.dtype == expected and torch.isfinite(tokens).all()
+    assert routing.probs.dtype == torch.float32
+    replies = chat_model.answer(images[:2], QUESTIONS[:2], max_new_tokens=2)
+    assert len(replies) == 2 and all(isinstance(r, str) for r in replies)
+
+
+def test_chat_dtype_defaults_and_names():
+    from xtuner_chartmoe.families.ixc2.chat import _dtype
+    cpu, cuda = torch.device('cpu'), torch.device('cuda')
+    assert _dtype(None, cpu) == torch.float32
+    assert _dtype(None, cuda) == torch.float16
+    assert _dtype('float16', cpu) == torch.float16
+    assert _dtype('torch.bfloat16', cpu) == torch.bfloat16
+    assert _dtype('auto', cpu) == 'auto'
+    with pytest.raises(ValueError, match='int8'):
+        _dtype('int8', cpu)
+
+
+def test_chat_unreadable_image_is_named(tmp_path, chartmoe_chat, images):
+    bad = tmp_path / 'broken_chart.png'
+    bad.write_bytes(b'not a png')
+    with pytest.raises(ImageLoadError, match='broken_chart.png'):
+        chartmoe_chat.answer([images[0], str(bad)], QUESTIONS[:2])
+    with pytest.raises(ImageLoadError, match='missing.png'):
+        chartmoe_chat.encode_images([str(tmp_path / 'missing.png')])
+
+
+def test_is_ixc2_source(tmp_path, standins):
+    from xtuner_chartmoe.families.ixc2 import is_ixc2_source
+    from xtuner_chartmoe.families.ixc2.checkpoint import RELEASED_REPOS
+    assert set(RELEASED_REPOS) == set(RELEASES)
+    cache = standins['hf_cache']
+    for repo in RELEASES:
+        assert is_ixc2_source(standins[repo])  # the snapshot folders
+        assert is_ixc2_source(repo, cache_dir=cache)
+    assert not is_ixc2_source('nobody/nothing', cache_dir=cache)
+    assert not is_ixc2_source(CHARTMOE_REPO, cache_dir=str(tmp_path))
+    assert not is_ixc2_source(str(tmp_path / 'absent'))
+    # a ChartMoE-style config.json without the architectures list
+    ixc2_like = tmp_path / 'ixc2_like'
+    ixc2_like.mkdir()
+    shutil.copy(osp.join(standins[CHARTMOE_REPO], 'config.json'), ixc2_like)
+    _edit_json(ixc2_like / 'config.json', architectures=None)
+    assert is_ixc2_source(str(ixc2_like))
+    # LLaVA: an HF llava folder, an XTuner ChartMoE release, an InternLM2 LLM
+    def write(path, **values):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+
+    llava, release = tmp_path / 'llava', tmp_path / 'release'
+    write(llava / 'config.json', model_type='llava',
+          architectures=['LlavaForConditionalGeneration'])
+    write(release / 'chartmoe.json', visual_select_layer=-2)
+    write(release / 'projector' / 'config.json',
+          model_type='chartmoe_moe_projector', num_experts=4)
+    write(release / 'llm' / 'config.json', model_type='internlm2',
+          architectures=['InternLM2ForCausalLM'])
+    broken = tmp_path / 'broken'
+    broken.mkdir()
+    (broken / 'config.json').write_text('{not json')
+    for folder in (llava, release, release / 'llm', broken):
+        assert not is_ixc2_source(str(folder)), folder

@@ -14,21 +14,28 @@ Public API:
 - Sequences: :func:`native_chat_prompt`, :func:`native_segments`,
   :func:`embed_segments`, :class:`ImageSlot`; ChartMoE's prompts, layout
   and scorer in :mod:`.chartmoe_protocol`.
+- :class:`IXC2Chat` (the family's :class:`~..base.ChatModel`:
+  ``from_pretrained(source, device=None, dtype=None, allow_partial=False)``,
+  ``encode_images``, batched ``answer`` with ChartMoE's protocol,
+  ``expert_names``, ``connector``) and :func:`is_ixc2_source` (is a
+  folder / hub id an IXC2-family checkpoint).
 - Stand-ins: :mod:`.standin` (``build_ixc2_standins``, ``build_on_meta``).
 """
+from .chat import IXC2Chat, is_ixc2_source
 from .checkpoint import IXC2LoadReport, LoadedIXC2, load_ixc2, load_tokenizer
 from .configuration_ixc2 import IXC2Config
 from .errors import CheckpointError, CheckpointFileNotFound, ImageLoadError
 from .generation import (Reply, chartmoe_answer, chat, encode_images,
-                         generate_reply)
+                         generate_replies, generate_reply)
 from .modeling_ixc2 import IXC2ForCausalLM
 from .sequence import (ImageSlot, embed_segments, native_chat_prompt,
                        native_segments)
 
 __all__ = [
-    'load_ixc2', 'load_tokenizer', 'LoadedIXC2', 'IXC2LoadReport',
-    'IXC2Config', 'IXC2ForCausalLM', 'encode_images', 'chat',
-    'chartmoe_answer', 'generate_reply', 'Reply', 'ImageSlot',
-    'embed_segments', 'native_chat_prompt', 'native_segments',
-    'CheckpointError', 'CheckpointFileNotFound', 'ImageLoadError'
+    'IXC2Chat', 'is_ixc2_source', 'load_ixc2', 'load_tokenizer',
+    'LoadedIXC2', 'IXC2LoadReport', 'IXC2Config', 'IXC2ForCausalLM',
+    'encode_images', 'chat', 'chartmoe_answer', 'generate_reply',
+    'generate_replies', 'Reply', 'ImageSlot', 'embed_segments',
+    'native_chat_prompt', 'native_segments', 'CheckpointError',
+    'CheckpointFileNotFound', 'ImageLoadError'
 ]

@@ -40,6 +40,10 @@ PREFIXES = ('model.', 'vit.', 'vision_proj.', 'output.')
 # config's ``num_selected`` when absent).
 IGNORED = re.compile(r'(\.position_ids|\.rotary_emb\.inv_freq)$')
 OPTIONAL = ('vision_proj.num_selected',)
+# The released IXC2-family repositories (hub ids).
+RELEASED_REPOS = ('internlm/internlm-xcomposer2-vl-7b',
+                  'Coobiw/InternLM-XComposer2_Enhanced', 'IDEA-FinAI/chartmoe',
+                  'Coobiw/ChartMoE_Reproduced')
 # (token, id) pairs IXC2's chat protocol relies on.
 CHAT_TOKEN_IDS = (('<s>', 1), ('</s>', 2), ('[UNUSED_TOKEN_145]', 92542),
                   ('[UNUSED_TOKEN_146]', 92543))

@@ -51,11 +51,57 @@ def generate_reply(model, tokenizer, inputs_embeds, im_mask,
                                   device=inputs_embeds.device),
         eos_token_id=list(stop_token_ids), pad_token_id=tokenizer.pad_token_id,
         **generate_kwargs)
-    ids = out[0].tolist()
+    return decode_reply(tokenizer, out[0].tolist(), stop_token_ids)
+
+
+def decode_reply(tokenizer, ids, stop_token_ids=STOP_TOKEN_IDS):
+    """Generated token ``ids`` -> :class:`Reply`: cut before the first
+    token of ``stop_token_ids``, decoded without special tokens, cut at
+    ``[UNUSED_TOKEN_145]``."""
     stops = [i for i, token in enumerate(ids) if token in stop_token_ids]
     ids = ids[:stops[0]] if stops else ids
     text = tokenizer.decode(ids, skip_special_tokens=True)
     return Reply(text.split(TURN_END)[0], ids)
+
+
+def left_pad(sequences):
+    """``[(inputs_embeds [1, L_i, D], im_mask [1, L_i])]`` -> one left-padded
+    batch ``(inputs_embeds [B, L, D], im_mask [B, L], attention_mask [B,
+    L])``: zeros, False and 0 on the padding."""
+    length = max(embeds.shape[1] for embeds, _ in sequences)
+    first = sequences[0][0]
+    inputs = first.new_zeros(len(sequences), length, first.shape[2])
+    im_mask = torch.zeros(len(sequences), length, dtype=torch.bool,
+                          device=first.device)
+    attention_mask = torch.zeros(len(sequences), length, dtype=torch.long,
+                                 device=first.device)
+    for i, (embeds, mask) in enumerate(sequences):
+        start = length - embeds.shape[1]
+        inputs[i, start:] = embeds[0]
+        im_mask[i, start:] = mask[0]
+        attention_mask[i, start:] = 1
+    return inputs, im_mask, attention_mask
+
+
+@torch.no_grad()
+def generate_replies(model, tokenizer, sequences,
+                     stop_token_ids=STOP_TOKEN_IDS, **generate_kwargs):
+    """:func:`generate_reply` for several prompts at once: ``sequences``
+    (``(inputs_embeds [1, L_i, D], im_mask [1, L_i])`` each) are generated
+    as one left-padded batch with its attention mask; ``generate`` derives
+    ``position_ids`` from the mask, so every prompt starts at position 0 as
+    when it runs alone. Returns one :class:`Reply` per sequence."""
+    if not sequences:
+        return []
+    inputs_embeds, im_mask, attention_mask = left_pad(sequences)
+    out = model.generate(
+        inputs_embeds=inputs_embeds, im_mask=im_mask,
+        attention_mask=attention_mask, eos_token_id=list(stop_token_ids),
+        pad_token_id=(tokenizer.pad_token_id if tokenizer.pad_token_id
+                      is not None else tokenizer.eos_token_id),
+        **generate_kwargs)
+    return [decode_reply(tokenizer, row.tolist(), stop_token_ids)
+            for row in out]
 
 
 def chat(model, tokenizer, query, images=(), history=(),
