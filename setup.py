@@ -33,7 +33,7 @@ EXTRAS_REQUIRE = {
 # The repository keeps configs/ and tools/ at the top; the distribution
 # ships them inside the package (as XTuner ships xtuner/configs), so that
 # `chartmoe list-cfg` and every `chartmoe <tool>` work after any install.
-MAPPED = {'configs': 'xtuner_chartmoe.configs', 'tools': 'xtuner_chartmoe.tools'}
+MAPPED = {'configs': 'xtuner_chartmoe.configs', 'tools': 'xtuner_chartmoe.commands'}
 PACKAGES = find_packages(include=['xtuner_chartmoe', 'xtuner_chartmoe.*'])
 for folder, package in MAPPED.items():
     PACKAGES += [package] + [f'{package}.{sub}' for sub in
@@ -88,16 +88,16 @@ setup(
     description='ChartMoE-style MoE connectors for LLaVA models on XTuner',
     packages=PACKAGES,
     package_dir={package: folder for folder, package in MAPPED.items()},
-    package_data={'xtuner_chartmoe': ['lmms_tasks/*/*.yaml',
-                                      'lmms_tasks/*/*.py',
-                                      'hf_native_code/*.py']},
+    package_data={'xtuner_chartmoe': ['apps/lmms_tasks/*/*.yaml',
+                                      'apps/lmms_tasks/*/*.py',
+                                      'release/hf_native_code/*.py']},
     python_requires='>=3.10',
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     cmdclass={'build_py': BuildPyWithStartUpFile,
               'editable_wheel': EditableWheelWithStartUpFile},
     entry_points={
-        'console_scripts': ['chartmoe = xtuner_chartmoe.cli:main'],
-        'lmms_eval.models': ['chartmoe = xtuner_chartmoe.lmms:manifest'],
+        'console_scripts': ['chartmoe = xtuner_chartmoe.commands.cli:main'],
+        'lmms_eval.models': ['chartmoe = xtuner_chartmoe.apps.lmms:manifest'],
     },
 )

@@ -13,7 +13,7 @@ os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 def workspace(tmp_path_factory):
     """A folder laid out like the repo root for the tiny configs, with the
     tiny default (16 charts) built under work_dirs/tiny."""
-    from xtuner_chartmoe.tiny import build_tiny_default
+    from xtuner_chartmoe.devkit.tiny import build_tiny_default
     root = tmp_path_factory.mktemp('ws')
     build_tiny_default(str(root / 'work_dirs' / 'tiny'), seed=0,
                        num_charts=16, num_workers=2, progress=False)
@@ -40,7 +40,7 @@ def narrow_standins(tmp_path_factory):
     """InternLM2-chat-7B / CLIP-ViT-L/14-336 stand-ins with a narrow LLM
     (hidden 64; the real vocabulary, chat tokens and remote code) for fast
     tests of the InternLM2 code paths; see xtuner_chartmoe/standin.py."""
-    from xtuner_chartmoe.standin import build_standins
+    from xtuner_chartmoe.devkit.standin import build_standins
     return build_standins(tmp_path_factory.mktemp('narrow'), llm_layers=2,
                           vision_layers=2, num_charts=4, **NARROW_INTERNLM2)
 
@@ -107,5 +107,5 @@ def model_loss(model, batch):
 
 def training_losses(work_dir):
     """The losses logged by the newest run in ``work_dir``."""
-    from xtuner_chartmoe.run_log import logged_scalars
+    from xtuner_chartmoe.engine.run_log import logged_scalars
     return [row['loss'] for row in logged_scalars(work_dir)]

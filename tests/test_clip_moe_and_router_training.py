@@ -6,7 +6,7 @@ import torch
 from transformers import CLIPVisionModel
 
 from conftest import build_tiny_model, model_loss
-from xtuner_chartmoe.hooks import TopKScheduleHook
+from xtuner_chartmoe.engine.hooks import TopKScheduleHook
 from xtuner_chartmoe.model import (ROUTERS, CLIPMoEMLP, RoutingRecorder,
                                    load_clip_vision, upcycle_clip_mlps)
 

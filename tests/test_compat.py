@@ -9,25 +9,28 @@ import types
 import pytest
 import torch
 
-from xtuner_chartmoe import compat
+from xtuner_chartmoe.engine import compat
+from xtuner_chartmoe.engine.compat import (accelerator, deepspeed_comm,
+                                           distributed, resume)
+from xtuner_chartmoe.families.llava import internlm2_generation
 
 
 @pytest.fixture
 def logged(caplog):
-    caplog.set_level(logging.INFO, logger='xtuner_chartmoe.compat')
+    caplog.set_level(logging.INFO, logger='xtuner_chartmoe.engine.compat')
     return lambda: [r.getMessage() for r in caplog.records
-                    if r.name == 'xtuner_chartmoe.compat']
+                    if r.name == 'xtuner_chartmoe.engine.compat']
 
 
 def test_no_accelerator_only_without_a_gpu(logged):
     original = lambda: 'torch.cuda'  # noqa: E731
     gpu = types.SimpleNamespace(get_device_name=lambda: 'cuda',
                                 get_torch_device=original)
-    assert compat.no_accelerator(gpu) is False
+    assert accelerator.no_accelerator(gpu) is False
     assert gpu.get_torch_device is original and logged() == []
     cpu = types.SimpleNamespace(get_device_name=lambda: 'cpu',
                                 get_torch_device=original)
-    assert compat.no_accelerator(cpu) is True
+    assert accelerator.no_accelerator(cpu) is True
     device = cpu.get_torch_device()
     assert device.is_available() is False
     assert device.is_bf16_supported() is False
@@ -50,10 +53,10 @@ def test_cpu_torchrun_only_without_cuda(monkeypatch, logged):
     original = lambda *a, **k: 'cuda path'  # noqa: E731
     module = types.SimpleNamespace(_init_dist_pytorch=original)
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
-    assert compat.cpu_torchrun(module) is False
+    assert distributed.cpu_torchrun(module) is False
     assert module._init_dist_pytorch is original and logged() == []
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
-    assert compat.cpu_torchrun(module) is True
+    assert distributed.cpu_torchrun(module) is True
     assert module._init_dist_pytorch is not original
     assert len(logged()) == 1
 
@@ -63,7 +66,7 @@ def test_deepspeed_single_process_only_without_a_launcher(monkeypatch,
     seen = []
     module = types.SimpleNamespace(
         init_distributed=lambda *a, **k: seen.append(dict(os.environ)))
-    compat.deepspeed_single_process(module)
+    deepspeed_comm.deepspeed_single_process(module)
     for name in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR',
                  'MASTER_PORT'):  # setenv first: undone after the test,
         monkeypatch.setenv(name, '')  # also what the fix sets
@@ -113,7 +116,7 @@ def test_deepspeed_gloo_gathers_are_waited_for_at_launch(monkeypatch,
     gloo each one is complete when it returns; elsewhere (NCCL streams
     keep them in order) the handle is left to the caller."""
     module = _backend_module()
-    assert compat.deepspeed_gloo_gathers(module) is False
+    assert deepspeed_comm.deepspeed_gloo_gathers(module) is False
     backend = module.TorchBackend()
     monkeypatch.setattr(torch.distributed, 'get_backend',
                         lambda group=None: 'nccl')
@@ -134,10 +137,10 @@ def test_deepspeed_gloo_gathers_are_waited_for_at_launch(monkeypatch,
 
 def test_deepspeed_gloo_gathers_mend_deepspeed_itself():
     pytest.importorskip('deepspeed')
-    code = ('from xtuner_chartmoe import compat; compat.install()\n'
+    code = ('from xtuner_chartmoe.engine import compat; compat.install()\n'
             'from deepspeed.comm.torch import TorchBackend as B\n'
             'print(all(hasattr(getattr(B, n), "__wrapped__")'
-            ' for n in compat._GATHERS))\n')
+            ' for n in compat.deepspeed_comm._GATHERS))\n')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True,
                          text=True)
     assert out.stdout.split()[-1:] == ['True'], out.stderr
@@ -150,16 +153,26 @@ def test_resume_loaders_only_with_torch_2_6(monkeypatch, tmp_path, logged):
                checkpoint)
     with pytest.raises(Exception):  # what the fixes are for
         torch.load(checkpoint)
-    monkeypatch.setattr(compat, '_torch_version', lambda: (2, 5))
+    monkeypatch.setattr(resume, 'torch_version', lambda: (2, 5))
     module = types.SimpleNamespace(get_seed_from_checkpoint=len)
-    assert compat.resume_seed(module) is False
+    assert resume.resume_seed(module) is False
     assert module.get_seed_from_checkpoint is len and logged() == []
-    monkeypatch.setattr(compat, '_torch_version', lambda: (2, 13))
-    assert compat.resume_seed(module) is True
+    monkeypatch.setattr(resume, 'torch_version', lambda: (2, 13))
+    assert resume.resume_seed(module) is True
     assert module.get_seed_from_checkpoint(str(checkpoint)) == 7
     from mmengine.runner.checkpoint import CheckpointLoader
-    loaded = CheckpointLoader.load_checkpoint(str(checkpoint))
+    with pytest.raises(Exception):  # any file: weights only
+        CheckpointLoader.load_checkpoint(str(checkpoint))
+
+    class Runner:  # what the runner loads (resume, load_from) loads fully
+        def load_checkpoint(self, filename, map_location='cpu'):
+            return CheckpointLoader.load_checkpoint(filename, map_location)
+
+    resume.trust_runner_checkpoints(types.SimpleNamespace(Runner=Runner))
+    loaded = Runner().load_checkpoint(str(checkpoint))
     assert loaded['message_hub'][0] == 1.5  # mmengine's own loader, fixed
+    with pytest.raises(Exception):  # and only while it loads it
+        CheckpointLoader.load_checkpoint(str(checkpoint))
 
 
 def test_internlm2_generation_fix_acts_on_that_class_once(monkeypatch,
@@ -170,14 +183,14 @@ def test_internlm2_generation_fix_acts_on_that_class_once(monkeypatch,
 
     other = type('LlamaForCausalLM', (), {'prepare_inputs_for_generation':
                                           prepare})
-    assert compat.fix_internlm2_generation(other) is False
+    assert internlm2_generation.fix_internlm2_generation(other) is False
     internlm2 = type('InternLM2ForCausalLM', (),
                      {'prepare_inputs_for_generation': prepare})
     monkeypatch.setattr('transformers.__version__', '4.41.2')
-    assert compat.fix_internlm2_generation(internlm2) is False
+    assert internlm2_generation.fix_internlm2_generation(internlm2) is False
     monkeypatch.setattr('transformers.__version__', '4.48.0')
-    assert compat.fix_internlm2_generation(internlm2) is True
-    assert compat.fix_internlm2_generation(internlm2) is False  # idempotent
+    assert internlm2_generation.fix_internlm2_generation(internlm2) is True
+    assert internlm2_generation.fix_internlm2_generation(internlm2) is False  # idempotent
     assert len(logged()) == 1
     embeds, ids = torch.zeros(1, 3, 4), torch.zeros(1, 0, dtype=torch.long)
     first = internlm2().prepare_inputs_for_generation(
@@ -194,13 +207,13 @@ def test_torchvision_ops_declared_only_when_its_library_fails(tmp_path):
     C library does not load gets the schemas; one whose loads does not."""
     (tmp_path / '_C.so').write_bytes(b'not a shared object')
     code = ('import importlib.machinery as m, torch\n'
-            'from xtuner_chartmoe import compat\n'
+            'from xtuner_chartmoe.engine.compat import torchvision_schemas\n'
             f'spec = m.ModuleSpec("torchvision", None, is_package=True)\n'
             f'spec.submodule_search_locations = [{str(tmp_path)!r}]\n'
             'torch.ops.load_library = lambda path: None\n'
-            'print(compat.torchvision_ops(spec))\n'
+            'print(torchvision_schemas.torchvision_ops(spec))\n'
             'del torch.ops.load_library\n'
-            'print(compat.torchvision_ops(spec))\n'
+            'print(torchvision_schemas.torchvision_ops(spec))\n'
             'print(hasattr(torch.ops.torchvision, "qnms"))\n')
     for shown in ('1', '0'):  # the notice on stderr only when asked for
         env = dict(os.environ, **{compat.LOG_ENV: shown})
@@ -238,6 +251,6 @@ def test_install_mends_an_imported_module_now_and_hooks_the_others(
 def test_start_up_file_is_not_read_by_isolated_interpreters():
     """The PoT sandbox's interpreter runs with -I -S: no site, no .pth."""
     out = subprocess.run([sys.executable, '-I', '-S', '-c',
-                          'import sys; print("xtuner_chartmoe.compat" in '
+                          'import sys; print("xtuner_chartmoe.engine.compat" in '
                           'sys.modules)'], capture_output=True, text=True)
     assert out.stdout.strip() == 'False'

@@ -72,7 +72,7 @@ def test_real_config_builds_a_trainable_model_on_standins(
     folder and its hub ids pointed at the narrow InternLM2 / CLIP-L
     stand-ins: the model and the data set build, a batch trains."""
     from xtuner_chartmoe.model import build_moe_projector
-    from xtuner_chartmoe.standin import LLM_REPO, VISION_REPO
+    from xtuner_chartmoe.devkit.standin import LLM_REPO, VISION_REPO
     monkeypatch.chdir(narrow_standins['root'])
     cfg = Config.fromfile(REAL.format(stage))
     local = {LLM_REPO: narrow_standins['llm'],

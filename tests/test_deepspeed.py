@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import REPO, run_tool, training_losses
-from xtuner_chartmoe.run_log import last_checkpoint
+from xtuner_chartmoe.engine.run_log import last_checkpoint
 
 CFG = osp.join(REPO, 'configs', 'chartmoe', 'tiny')
 SFT = osp.join(CFG, 'chartmoe_tiny_llama_tiny_clip_lora_e12_cpu_sft.py')

@@ -99,7 +99,7 @@ def test_the_installed_package_ships_the_start_up_file():
 
 
 def test_known_bad_releases_stop_with_one_clear_line(monkeypatch):
-    from xtuner_chartmoe import version_guard
+    from xtuner_chartmoe.engine import version_guard
     versions = {'filelock': '4.3.1', 'deepspeed': '0.16.2'}
     monkeypatch.setattr(version_guard.metadata, 'version',
                         lambda name: versions[name])
@@ -120,7 +120,7 @@ def test_chartmoe_train_with_deepspeed_names_a_bad_release(tmp_path):
     """The guard runs before XTuner starts (one line, status 1)."""
     code = ('import sys; from importlib import metadata; real = '
             'metadata.version; metadata.version = lambda n: "0.19.1" if n == '
-            '"deepspeed" else real(n); from xtuner_chartmoe.cli import main; '
+            '"deepspeed" else real(n); from xtuner_chartmoe.commands.cli import main; '
             'sys.exit(main(["train", "chartmoe_tiny_llama_tiny_clip_align_'
             'table_e3_cpu", "--deepspeed", "deepspeed_zero2"]))')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True,

@@ -111,3 +111,61 @@ def test_routing_statistics():
     expected_entropy = -sum(p * math.log(p) for row in probs.tolist()
                             for p in row if p > 0) / 3
     assert result['entropy'] == pytest.approx(expected_entropy, rel=1e-5)
+
+
+class CannedChat:
+    """A ChatModel stand-in: the reply for each question, and what it was
+    asked."""
+
+    def __init__(self, replies):
+        self.replies, self.asked = replies, []
+
+    def answer(self, images, questions, max_new_tokens=500):
+        self.asked += questions
+        return [self.replies[q.rsplit('.', 1)[-1]] for q in questions]
+
+
+def test_chartmoe_protocol_side_by_side_with_ours(tmp_path):
+    """--protocol both: one generation where the prompts agree, each
+    protocol's scorer on the same replies; they differ where the reference
+    scorer differs (empty answer, substring, sign)."""
+    from xtuner_chartmoe.evaluation.chartqa import OURS, chartmoe_protocol
+    split = tmp_path / 'test_human.json'
+    split.write_text(json.dumps([
+        {'imgname': 'a.png', 'query': 'Q1?', 'label': 'South Korea'},
+        {'imgname': 'a.png', 'query': 'Q2?', 'label': '12'},
+        {'imgname': 'a.png', 'query': 'Q3?', 'label': '-3'},
+        {'imgname': 'a.png', 'query': 'Q4?', 'label': 'Yes'}]))
+    chat = CannedChat({'Q1?': 'Korea', 'Q2?': '', 'Q3?': '3',
+                       'Q4?': 'Yes'})
+    results, text = evaluate(chat, {'human': str(split)}, str(tmp_path),
+                             str(tmp_path / 'out'), ['short'],
+                             protocols=(OURS, chartmoe_protocol(1)))
+    assert chat.asked == [
+        'Answer the question using a single word or phrase.Q1?',
+        'Answer the question using a single word or phrase.Q2?',
+        'Answer the question using a single word or phrase.Q3?',
+        'Answer the question using a single word or phrase.Q4?']  # once
+    ours = results['ours']['short']['Human'][0.05]
+    reference = results['chartmoe (pot_idx 1)']['short']['Human'][0.05]
+    assert ours == pytest.approx(25.0)  # only "Yes"
+    assert reference == pytest.approx(100.0)  # substring, '' and |-3| = 3
+    assert 'chartmoe (pot_idx 1) protocol' in text
+    saved = json.loads((tmp_path / 'out' / 'results.json').read_text())
+    assert set(saved) == {'ours', 'chartmoe (pot_idx 1)'}
+    rows = [json.loads(line) for line in (
+        tmp_path / 'out' / 'answers_human_short_chartmoe.jsonl'
+    ).read_text().splitlines()]
+    assert [r['correct']['0.05'] for r in rows] == [True] * 4
+
+
+def test_chartmoe_protocol_pot_prompts_and_answers():
+    from xtuner_chartmoe.evaluation.chartqa import (OURS, chartmoe_protocol,
+                                                    pot_answers)
+    assert chartmoe_protocol(0).prompt('pot', 'Q?') == (
+        'Please give the program of thought.Q?')
+    assert chartmoe_protocol(1).prompt('pot', 'Q?') == OURS.prompt('pot', 'Q?')
+    replies = ['```python\nprint(3 > 2)\n```', 'print(1/0)']
+    answers = [a for a, _ in pot_answers(replies, 1, chartmoe_protocol(0))]
+    assert answers == ['Yes', 'error running...']
+    assert [a for a, _ in pot_answers(replies, 1, OURS)] == ['Yes', '']

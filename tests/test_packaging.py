@@ -81,13 +81,13 @@ def test_wheel_contents_and_requirements(wheel):
     assert not any(r.startswith(('torch==', 'torchvision==')) for r in requires)
     for extra in ('deepspeed', 'eval', 'demo', 'test'):
         assert f'Provides-Extra: {extra}' in metadata
-    assert 'chartmoe = xtuner_chartmoe.lmms:manifest' in entry_points
+    assert 'chartmoe = xtuner_chartmoe.apps.lmms:manifest' in entry_points
 
 
 def test_installed_commands_work_from_anywhere(installed):
     venv, run_dir, env, chartmoe = installed
     where = subprocess.run(
-        [str(venv / 'bin' / 'python'), '-c', 'import xtuner_chartmoe.cli as c;'
+        [str(venv / 'bin' / 'python'), '-c', 'import xtuner_chartmoe.commands.cli as c;'
          'print(c.__file__); print(c.config_root())'], cwd=run_dir, env=env,
         capture_output=True, text=True, check=True).stdout.split()
     assert all(path.startswith(str(venv)) for path in where)
@@ -140,7 +140,7 @@ def test_installed_tools_run_the_tiny_default_end_to_end(installed):
     checkpoint = (run_dir / 'work_dirs' / 'my_sft' / 'last_checkpoint'
                   ).read_text().strip()
     tasks = subprocess.run([str(venv / 'bin' / 'python'), '-m',
-                            'xtuner_chartmoe.lmms'], env=env,
+                            'xtuner_chartmoe.apps.lmms'], env=env,
                            capture_output=True, text=True, check=True)
     out = run_dir / 'lmms'
     lmms = subprocess.run(

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO, run_tool
-from xtuner_chartmoe.run_log import last_checkpoint, logged_scalars
+from xtuner_chartmoe.engine.run_log import last_checkpoint, logged_scalars
 
 CFG = osp.join(REPO, 'configs', 'chartmoe', 'tiny')
 ALIGN = 'chartmoe_tiny_llama_tiny_clip_align_{}_e3_cpu'
@@ -83,7 +83,7 @@ def test_sft_trains_moe_and_lora_and_loss_decreases(pipeline):
 
 def test_converted_and_merged_model_reloads_and_generates(pipeline, workspace):
     from transformers import AutoModel
-    from xtuner_chartmoe.inference import ChartMoEChat
+    from xtuner_chartmoe.families.llava.chat import LLaVAChat
     hf = workspace / 'work_dirs' / 'hf'
     assert (hf / 'llm_adapter' / 'adapter_config.json').is_file()
     trained = torch.load(pipeline['sft'][1], map_location='cpu',
@@ -93,7 +93,7 @@ def test_converted_and_merged_model_reloads_and_generates(pipeline, workspace):
     assert torch.equal(projector.gate.weight, trained['projector.gate.weight'])
 
     release = workspace / 'work_dirs' / 'release'
-    chat = ChartMoEChat.from_release(str(release))
+    chat = LLaVAChat.from_release(str(release))
     base = load_file(workspace / 'work_dirs/tiny/llm/model.safetensors')
     merged_q = chat.llm.model.layers[0].self_attn.q_proj.weight
     assert not torch.allclose(merged_q.float(),
@@ -172,7 +172,7 @@ def test_eval_and_routing_analysis_on_the_release(pipeline, workspace):
 
 
 def test_clip_moe_sft_trains_converts_and_merges(pipeline, workspace):
-    from xtuner_chartmoe.inference import ChartMoEChat
+    from xtuner_chartmoe.families.llava.chat import LLaVAChat
     from xtuner_chartmoe.model import CLIPMoEMLP, RoutingRecorder
     name = 'chartmoe_tiny_llama_tiny_clip_clipmoe_lora_e12_cpu_sft'
     losses, checkpoint = train(workspace, name,
@@ -190,7 +190,7 @@ def test_clip_moe_sft_trains_converts_and_merges(pipeline, workspace):
     run_tool([osp.join(REPO, 'tools', 'merge_chartmoe.py'),
               'work_dirs/hf_clipmoe', 'work_dirs/release_clipmoe'],
              cwd=workspace)
-    chat = ChartMoEChat.from_release(
+    chat = LLaVAChat.from_release(
         str(workspace / 'work_dirs' / 'release_clipmoe'))
     mlp = chat.visual_encoder.vision_model.encoder.layers[2].mlp
     assert isinstance(mlp, CLIPMoEMLP)
@@ -245,11 +245,11 @@ def test_xtuner_chat_answers_from_our_pth_to_hf_output_in_fp16(pipeline,
 def test_release_runs_in_half_precision(pipeline, workspace, dtype):
     """The release in bf16 / fp16 on CPU: every float parameter cast, the
     router in fp32, the same top-1 experts as fp32 for most tokens."""
-    from xtuner_chartmoe.inference import ChartMoEChat
+    from xtuner_chartmoe.families.llava.chat import LLaVAChat
     release = str(workspace / 'work_dirs' / 'release')
     image = str(workspace / 'work_dirs/tiny/data/charts/000015.png')
-    full = ChartMoEChat.from_release(release)
-    half = ChartMoEChat.from_release(release, dtype=dtype)
+    full = LLaVAChat.from_release(release)
+    half = LLaVAChat.from_release(release, dtype=dtype)
     for module in (half.llm, half.visual_encoder, half.projector):
         assert {p.dtype for p in module.parameters()} == {dtype}
     answers, routed = half.answer([image], ['Which category is highest?'], 8,
@@ -283,10 +283,10 @@ def test_prefinetune_trains_the_whole_model(pipeline, workspace):
 
 
 def test_demo_turns(pipeline, workspace):
-    from xtuner_chartmoe.demo import ask
-    from xtuner_chartmoe.inference import ChartMoEChat
+    from xtuner_chartmoe.apps.demo import ask
+    from xtuner_chartmoe.families.llava.chat import LLaVAChat
     from xtuner_chartmoe.prompts import PROMPTS
-    chat = ChartMoEChat.from_release(str(workspace / 'work_dirs' / 'release'))
+    chat = LLaVAChat.from_release(str(workspace / 'work_dirs' / 'release'))
     image = str(workspace / 'work_dirs/tiny/data/charts/000015.png')
     assert ask(chat, None, 'Q?', False)[0] == \
         'Please upload a chart image first.'
@@ -336,13 +336,13 @@ def test_demo_in_headless_chromium(pipeline, workspace, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from xtuner_chartmoe.tools.chat_demo import DEFAULT_EXAMPLES
-    from xtuner_chartmoe.demo import ask, load_examples
-    from xtuner_chartmoe.inference import ChartMoEChat
+    from xtuner_chartmoe.commands.chat_demo import DEFAULT_EXAMPLES
+    from xtuner_chartmoe.apps.demo import ask, load_examples
+    from xtuner_chartmoe.families.llava.chat import LLaVAChat
     release = str(workspace / 'work_dirs' / 'release')
     image = str(workspace / 'work_dirs/tiny/data/charts/000015.png')
     question = 'Which category has the highest value?'
-    expected = ask(ChartMoEChat.from_release(release), image, question, False)
+    expected = ask(LLaVAChat.from_release(release), image, question, False)
 
     port = _free_port()
     server = subprocess.Popen(
@@ -413,7 +413,7 @@ def test_demo_in_headless_chromium(pipeline, workspace, tmp_path):
             By.CSS_SELECTOR, '#question textarea').get_attribute('value')
             == examples[1][1])
         driver.find_element(By.CSS_SELECTOR, '#ask').click()
-        expected = ask(ChartMoEChat.from_release(release), *examples[1], False)
+        expected = ask(LLaVAChat.from_release(release), *examples[1], False)
         wait.until(lambda d: d.find_element(
             By.CSS_SELECTOR, '#answer textarea').get_attribute('value')
             == expected[0])
@@ -450,7 +450,7 @@ def run_lmms(workspace, model_args, tasks, out, limit=None):
     """lmms-eval's own CLI in the data root (the task reads test/...);
     returns its samples per task. lmms-eval exits 0 even on failure, so
     the samples files are what tell."""
-    from xtuner_chartmoe.lmms import TASKS_DIR
+    from xtuner_chartmoe.apps.lmms import TASKS_DIR
     env = {k: v for k, v in os.environ.items() if k not in (
         'RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')}
     env.update(HF_HUB_OFFLINE='1', HF_DATASETS_OFFLINE='1')  # one process
@@ -486,14 +486,14 @@ def test_lmms_eval_cli_runs_the_release_on_local_chartqa(pipeline, workspace):
     chartqa_local task gives the replies and, for these labels, the scores
     of our own evaluator; each logged sample carries its routing."""
     from xtuner_chartmoe.evaluation.chartqa import evaluate
-    from xtuner_chartmoe.inference import ChartMoEChat
+    from xtuner_chartmoe.families.llava.chat import LLaVAChat
     release = str(workspace / 'work_dirs' / 'release')
     samples = run_lmms(workspace, f'pretrained={release}', 'chartqa_local',
                        workspace / 'work_dirs' / 'lmms')
     assert set(samples) == {'chartqa_local_human', 'chartqa_local_augmented'}
     data = workspace / 'work_dirs' / 'tiny' / 'data'
     out = workspace / 'work_dirs' / 'eval_for_lmms'
-    evaluate(ChartMoEChat.from_release(release),
+    evaluate(LLaVAChat.from_release(release),
              {s: str(data / 'test' / f'test_{s}.json')
               for s in ('human', 'augmented')}, str(data), str(out),
              ['short'], max_new_tokens=16)
@@ -529,10 +529,10 @@ def test_lmms_eval_from_a_training_checkpoint(pipeline, workspace):
 
     from PIL import Image
 
-    from xtuner_chartmoe.inference import ChartMoEChat
+    from xtuner_chartmoe.families.llava.chat import LLaVAChat
     from xtuner_chartmoe.prompts import PROMPTS
     with contextlib.chdir(workspace):
-        chat = ChartMoEChat.from_checkpoint(osp.join(CFG, SFT + '.py'),
+        chat = LLaVAChat.from_checkpoint(osp.join(CFG, SFT + '.py'),
                                             checkpoint)
     data = workspace / 'work_dirs' / 'tiny' / 'data'
     docs = json.loads((data / 'test' / 'test_human.json').read_text())[:3]
@@ -550,13 +550,13 @@ def hf_native_and_release_answers(workspace, hf_dir, release, dtype=None):
     from PIL import Image
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from xtuner_chartmoe.inference import ChartMoEChat
+    from xtuner_chartmoe.families.llava.chat import LLaVAChat
     from xtuner_chartmoe.prompts import PROMPTS
     kwargs = {'torch_dtype': dtype} if dtype else {}
     model = AutoModelForImageTextToText.from_pretrained(
         hf_dir, trust_remote_code=True, **kwargs).eval()
     processor = AutoProcessor.from_pretrained(hf_dir, trust_remote_code=True)
-    chat = ChartMoEChat.from_release(str(release))
+    chat = LLaVAChat.from_release(str(release))
     data = workspace / 'work_dirs' / 'tiny' / 'data'
     tests = json.loads((data / 'test' / 'test_human.json').read_text())[:3]
     pairs = []

@@ -16,7 +16,7 @@ from mmengine.config import Config
 
 from conftest import REPO, run_tool
 from xtuner_chartmoe import run_log
-from xtuner_chartmoe.standin import (LLM_REPO, build_on_meta,
+from xtuner_chartmoe.devkit.standin import (LLM_REPO, build_on_meta,
                                      build_standins, parameter_counts,
                                      standin_env)
 
@@ -81,7 +81,7 @@ def test_full_size_parameters_and_trainable_set(stage):
 
 
 def test_readme_shows_the_full_size_table():
-    from xtuner_chartmoe.standin import full_size_table
+    from xtuner_chartmoe.devkit.standin import full_size_table
     table = full_size_table(sorted(glob.glob(osp.join(REAL_DIR, '*.py'))))
     with open(osp.join(REPO, 'README.md')) as f:
         assert table in f.read()
@@ -279,10 +279,10 @@ def test_real_release_answers_through_chat_evaluation_and_demo(real_recipe):
     counts = out.split('top-1 expert per visual token: ')[1].splitlines()[0]
     assert sum(int(p.split('=')[1]) for p in counts.split(', ')) == 576
     code = ('import json, sys\n'
-            'from xtuner_chartmoe.demo import ask\n'
+            'from xtuner_chartmoe.apps.demo import ask\n'
             'from xtuner_chartmoe.evaluation.chartqa import evaluate\n'
-            'from xtuner_chartmoe.inference import ChartMoEChat\n'
-            'chat = ChartMoEChat.from_release("work_dirs/release")\n'
+            'from xtuner_chartmoe.families.llava.chat import LLaVAChat\n'
+            'chat = LLaVAChat.from_release("work_dirs/release")\n'
             'results, _ = evaluate(chat, {"human": sys.argv[1]},\n'
             '    "data/ChartQA/test/png", "work_dirs/eval", ["short"],\n'
             '    max_new_tokens=4)\n'

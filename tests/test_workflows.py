@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from conftest import REPO, run_tool, training_losses
-from xtuner_chartmoe.cli import config_paths, copy_config, main
-from xtuner_chartmoe.run_log import last_checkpoint
+from xtuner_chartmoe.commands.cli import config_paths, copy_config, main
+from xtuner_chartmoe.engine.run_log import last_checkpoint
 
 ALIGN = osp.join(REPO, 'configs', 'chartmoe', 'tiny',
                  'chartmoe_tiny_llama_tiny_clip_align_table_e3_cpu.py')

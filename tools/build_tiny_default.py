@@ -1,26 +1,9 @@
-"""Build the tiny offline default (model, tokenizer, charts) into a folder.
-
-    python tools/build_tiny_default.py --out work_dirs/tiny --seed 0
-"""
-import argparse
+"""Shim: `python tools/build_tiny_default.py ...` runs xtuner_chartmoe/commands/build_tiny_default.py
+(the same as its `chartmoe` command)."""
 import sys
 
-from xtuner_chartmoe.tiny import build_tiny_default
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog='chartmoe build-tiny', description=__doc__.splitlines()[0])
-    parser.add_argument('--out', default='work_dirs/tiny')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--num-charts', type=int, default=48)
-    parser.add_argument('--workers', type=int, default=2)
-    args = parser.parse_args(argv)
-    paths = build_tiny_default(args.out, args.seed, args.num_charts,
-                               args.workers)
-    for name, path in paths.items():
-        print(f'{name:18s} {path}')
-
+from xtuner_chartmoe.commands.cli import run_main
+from xtuner_chartmoe.commands.build_tiny_default import main
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_main(main))

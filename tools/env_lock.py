@@ -19,6 +19,7 @@ import os
 import re
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from importlib import metadata
 
@@ -69,13 +70,13 @@ def locked(test=False):
     return pins
 
 
-def installed(path=None):
-    """``{canonical name: version}`` of the distributions in ``path`` (a
-    site-packages folder; default: this interpreter's), this project left
-    out."""
-    dists = metadata.distributions(path=[path]) if path else \
-        metadata.distributions()
-    found = {canonical(d.metadata['Name']): d.version for d in dists}
+def installed():
+    """``{canonical name: version}`` of the distributions installed in this
+    interpreter's site-packages (not whatever else is on ``sys.path``, e.g.
+    setuptools' vendored packages), this project left out."""
+    paths = sorted({sysconfig.get_paths()[k] for k in ('purelib', 'platlib')})
+    found = {canonical(d.metadata['Name']): d.version
+             for d in metadata.distributions(path=paths)}
     found.pop(PROJECT, None)
     return found
 

@@ -1,35 +1,9 @@
-"""Merge a converted ChartMoE model into a self-contained release folder.
-
-    python tools/merge_chartmoe.py HF_DIR SAVE_DIR [--device cpu]
-
-HF_DIR is the output of ``python -m xtuner.tools.model_converters.pth_to_hf``
-(``llm_adapter/`` or the LLM, ``projector/``, ``chartmoe_hf.json``). XTuner's
-``merge`` folds the LoRA adapter into the base LLM named there; the
-MoE connector and the visual encoder are saved next to it with a
-``chartmoe.json`` manifest (prompt template, visual_select_layer), which
-``xtuner_chartmoe.inference.ChartMoEChat`` reads. See
-``xtuner_chartmoe/release.py``.
-"""
-import argparse
+"""Shim: `python tools/merge_chartmoe.py ...` runs xtuner_chartmoe/commands/merge_chartmoe.py
+(the same as its `chartmoe` command)."""
 import sys
 
-from xtuner_chartmoe.cli import run_main
-from xtuner_chartmoe.release import write_release
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog='chartmoe merge', description=__doc__,
-        formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument('hf_dir')
-    parser.add_argument('save_dir')
-    parser.add_argument('--device', default='cpu',
-                        choices=('cpu', 'cuda', 'auto'))
-    args = parser.parse_args(argv)
-    write_release(args.hf_dir, args.save_dir, args.device)
-    print(f'ChartMoE release written to {args.save_dir}')
-    return 0
-
+from xtuner_chartmoe.commands.cli import run_main
+from xtuner_chartmoe.commands.merge_chartmoe import main
 
 if __name__ == '__main__':
     sys.exit(run_main(main))

@@ -68,8 +68,8 @@ def analyse(chat, image_paths, out_dir, num_maps=4, batch_size=8):
     if not chat.is_moe:
         raise ValueError('the model has a dense projector: nothing to route')
     os.makedirs(out_dir, exist_ok=True)
-    config = chat.projector.config
-    stats = RoutingStats(config.num_experts, config.expert_names)
+    names = chat.expert_names
+    stats = RoutingStats(len(names), names)
     per_image, maps = {}, []
     for start in range(0, len(image_paths), batch_size):
         batch = image_paths[start:start + batch_size]
@@ -77,11 +77,11 @@ def analyse(chat, image_paths, out_dir, num_maps=4, batch_size=8):
         stats.update(routing.probs, routing.experts)
         for path, chosen in zip(batch, routing.experts[..., 0].cpu()):
             per_image[path] = np.bincount(
-                chosen.numpy(), minlength=config.num_experts).tolist()
+                chosen.numpy(), minlength=len(names)).tolist()
             if len(maps) < num_maps:
                 name = osp.splitext(osp.basename(path))[0]
                 maps.append(osp.join(out_dir, f'expert_map_{name}.png'))
-                draw_expert_map(path, chosen, config.expert_names, maps[-1])
+                draw_expert_map(path, chosen, names, maps[-1])
     result = stats.result()
     result['per_image_top1_counts'] = per_image
     atomic_write_json(osp.join(out_dir, 'routing_stats.json'), result)
@@ -128,12 +128,12 @@ def compare_routing(chat_a, chat_b, image_paths, out_dir, batch_size=8):
     for chat in (chat_a, chat_b):
         if not chat.is_moe:
             raise ValueError('both models need a MoE connector')
-    config = chat_a.projector.config
-    if config.num_experts != chat_b.projector.config.num_experts:
+    names = chat_a.expert_names
+    if len(names) != len(chat_b.expert_names):
         raise ValueError('the two connectors have different numbers of '
                          'experts')
     os.makedirs(out_dir, exist_ok=True)
-    change = RoutingChange(config.num_experts, config.expert_names)
+    change = RoutingChange(len(names), names)
     for start in range(0, len(image_paths), batch_size):
         batch = image_paths[start:start + batch_size]
         change.update(chat_a.encode_images(batch)[1].experts,

@@ -4,24 +4,35 @@ import os.path as osp
 import torch
 import torch.nn as nn
 from mmengine import print_log
+from mmengine.registry import Registry
 from xtuner.model import LLaVAModel
 from xtuner.model.utils import guess_load_checkpoint
 from xtuner.registry import BUILDER
 
-from ..compat import fix_internlm2_generation
-from ..fileio import atomic_write_json
-from ..release import HF_MANIFEST
-from .checkpoint import load_checkpoint
-from .connector_builder import build_moe_projector
-from .connector_formats import load_connector, load_dense_projector_state
-from .losses import balance_loss, router_z_loss
-from .modeling_clip_moe import upcycle_clip_mlps
-from .modeling_moe_projector import MoEProjectorModel
-from .moe_block import RoutingRecorder, SparseMoEBlock
+from xtuner_chartmoe.families.llava.internlm2_generation import (
+    fix_internlm2_generation)
+from xtuner_chartmoe.fileio import atomic_write_json
+from xtuner_chartmoe.model.checkpoint import load_checkpoint
+from xtuner_chartmoe.model.connector_builder import build_moe_projector
+from xtuner_chartmoe.model.connector_formats import load_connector, load_dense_projector_state
+from xtuner_chartmoe.model.losses import balance_loss, router_z_loss
+from xtuner_chartmoe.model.modeling_clip_moe import upcycle_clip_mlps
+from xtuner_chartmoe.model.modeling_moe_projector import MoEProjectorModel
+from xtuner_chartmoe.model.moe_block import RoutingRecorder, SparseMoEBlock
+from xtuner_chartmoe.engine.user_errors import UserError
 
-class QLoRANeedsCUDA(SystemExit):
-    """A quantized (QLoRA) LLM was asked for on a machine without CUDA;
-    stops the run with one line naming the config to use instead."""
+# What pth_to_hf writes next to XTuner's layout: the settings the merge into
+# a release needs, resolved from the training config.
+HF_MANIFEST = 'chartmoe_hf.json'
+# pth_to_hf save formats beyond XTuner's own layout, registered where they
+# are written (the release side: ``huggingface`` in release/hf_native.py).
+SAVE_FORMATS = Registry('chartmoe save format',
+                        locations=['xtuner_chartmoe.release.hf_native'])
+
+
+class QLoRANeedsCUDA(UserError):
+    """A quantized (QLoRA) LLM was asked for on a machine without CUDA; the
+    message names the config to use instead (reported in one line)."""
 
 
 def _require_cuda_for_quantization(llm, cpu_config):
@@ -31,7 +42,7 @@ def _require_cuda_for_quantization(llm, cpu_config):
         return
     instead = cpu_config or 'the LoRA config of the same stage'
     raise QLoRANeedsCUDA(
-        'error: QLoRA needs a CUDA GPU (bitsandbytes loads the LLM in 4-bit '
+        'QLoRA needs a CUDA GPU (bitsandbytes loads the LLM in 4-bit '
         f'NF4 only on CUDA) and this machine has none; train {instead} '
         'instead')
 
@@ -227,11 +238,11 @@ class ChartMoEModel(LLaVAModel):
         XTuner's layout, plus ``chartmoe_hf.json`` (what
         ``tools/merge_chartmoe.py`` needs, resolved from ``cfg``);
         ``'huggingface'`` writes a transformers-native release
-        (:mod:`xtuner_chartmoe.hf_native`). LLaVA's ``'official'`` format
+        (:mod:`xtuner_chartmoe.release.hf_native`). LLaVA's ``'official'`` format
         has no place for a MoE connector."""
-        if save_format == 'huggingface':
-            from ..hf_native import export_huggingface
-            export_huggingface(self.materialized(cfg), cfg, save_dir, fp32)
+        if save_format != 'xtuner' and save_format in SAVE_FORMATS:
+            SAVE_FORMATS.get(save_format)(self.materialized(cfg), cfg,
+                                          save_dir, fp32)
             return
         if save_format != 'xtuner':
             raise NotImplementedError(

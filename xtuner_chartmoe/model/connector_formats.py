@@ -19,7 +19,7 @@ import re
 
 import torch
 
-from ..run_log import last_checkpoint
+from ..engine.run_log import last_checkpoint
 from .checkpoint import load_checkpoint, load_hf_folder_state
 from .configuration_moe_projector import MoEProjectorConfig
 from .modeling_moe_projector import MoEProjectorModel

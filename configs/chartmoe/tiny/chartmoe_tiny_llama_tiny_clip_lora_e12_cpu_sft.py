@@ -23,7 +23,7 @@ from xtuner.utils import PROMPT_TEMPLATE
 from xtuner_chartmoe.dataset import (ChartConcatDataset, ChartLLaVADataset,
                                      RepeatedDataset, chartqa_map_fn,
                                      chartqa_pot_map_fn)
-from xtuner_chartmoe.hooks import RoutingStatsHook
+from xtuner_chartmoe.engine.hooks import RoutingStatsHook
 from xtuner_chartmoe.model import ChartMoEModel
 
 #######################################################################

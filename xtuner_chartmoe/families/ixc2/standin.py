@@ -23,7 +23,7 @@ import shutil
 
 import torch
 
-from xtuner_chartmoe.standin import add_to_hub_cache, build_internlm2_tokenizer
+from xtuner_chartmoe.devkit.standin import add_to_hub_cache, build_internlm2_tokenizer
 
 from .chartmoe_protocol import POT_INSTRUCTIONS, SHORT_ANSWER_INSTRUCTION
 from .checkpoint import save_released
@@ -77,7 +77,7 @@ def ixc2_config(llm_layers=None, vision_layers=None, chartmoe=False,
 
 def build_ixc2_tokenizer(save_dir, texts=None):
     """A fast tokenizer with IXC2's special tokens at their ids in the
-    92544-token vocabulary (``xtuner_chartmoe.standin``'s InternLM2
+    92544-token vocabulary (``xtuner_chartmoe.devkit.standin``'s InternLM2
     stand-in tokenizer with the chat tokens spelled ``[UNUSED_TOKEN_14x]``)
     and the release's ``auto_map`` tokenizer code, saved to ``save_dir``."""
     from tokenizers import Tokenizer

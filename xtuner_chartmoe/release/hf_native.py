@@ -29,11 +29,12 @@ import shutil
 
 from safetensors.torch import save_file
 
-from .fileio import atomic_write_json
-from .prompts import stop_token_ids
+from xtuner_chartmoe.fileio import atomic_write_json
+from xtuner_chartmoe.model.chartmoe import SAVE_FORMATS
+from xtuner_chartmoe.prompts import stop_token_ids
 
 CODE_DIR = osp.join(osp.dirname(osp.abspath(__file__)), 'hf_native_code')
-MODEL_DIR = osp.join(osp.dirname(osp.abspath(__file__)), 'model')
+MODEL_DIR = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'model')
 CONNECTOR_CODE = ('configuration_moe_projector.py', 'modeling_moe_projector.py',
                   'moe_block.py', 'routers.py', 'modeling_clip_moe.py')
 IMAGE_TOKEN = '<image>'
@@ -142,6 +143,7 @@ def _merged_llm(model, fp32):
     return llm
 
 
+@SAVE_FORMATS.register_module(name='huggingface')
 def export_huggingface(model, cfg, save_dir, fp32=False):
     """Write the transformers-native release of ``model`` (a trained
     ``ChartMoEModel`` with a MoE connector; ``cfg`` its training config)
@@ -149,8 +151,8 @@ def export_huggingface(model, cfg, save_dir, fp32=False):
     from transformers import GenerationConfig
     from xtuner.registry import BUILDER
 
-    from .model.modeling_clip_moe import clip_moe_layers
-    from .model.modeling_moe_projector import MoEProjectorModel
+    from xtuner_chartmoe.model.modeling_clip_moe import clip_moe_layers
+    from xtuner_chartmoe.model.modeling_moe_projector import MoEProjectorModel
     if not isinstance(model.projector, MoEProjectorModel):
         raise NotImplementedError(
             'the transformers-native release is for a MoE connector; a '
@@ -158,7 +160,7 @@ def export_huggingface(model, cfg, save_dir, fp32=False):
     if model.use_visual_encoder_lora:
         raise NotImplementedError('a LoRA-tuned visual encoder is not '
                                   'supported in this format')
-    from .hf_native_code.processing_chartmoe import ChartMoEProcessor
+    from xtuner_chartmoe.hf_native_code.processing_chartmoe import ChartMoEProcessor
     os.makedirs(save_dir, exist_ok=True)
     llm = _merged_llm(model, fp32)
     vision, projector = model.visual_encoder, model.projector

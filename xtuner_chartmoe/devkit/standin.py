@@ -33,8 +33,8 @@ import shutil
 
 import torch
 
-from .dataset.synthesize import synthesize
-from .tiny import tokenizer_texts, train_bpe
+from xtuner_chartmoe.dataset.synthesize import synthesize
+from xtuner_chartmoe.devkit.tiny import tokenizer_texts, train_bpe
 
 LLM_REPO = 'internlm/internlm2-chat-7b'
 VISION_REPO = 'openai/clip-vit-large-patch14-336'
@@ -125,25 +125,38 @@ def build_internlm2_tokenizer(texts, save_dir, bpe_size=4000):
     return tokenizer
 
 
-def build_llm(save_dir, tokenizer, **overrides):
-    """InternLM2ForCausalLM (XTuner's copy of the remote code, saved next
-    to the weights with ``auto_map``), random init, bf16."""
+def random_internlm2(dtype=torch.bfloat16, **overrides):
+    """InternLM2ForCausalLM (XTuner's copy of the remote code) with
+    InternLM2-chat-7B's configuration (``overrides`` applied: the depth cut,
+    ...), random init (seed 0), in memory; the stand-ins and the SFT
+    benchmark build it here."""
     from xtuner._lite.modelings.internlm2 import InternLM2ForCausalLM
     torch.manual_seed(0)
-    model = InternLM2ForCausalLM._from_config(internlm2_config(**overrides),
-                                              torch_dtype=torch.bfloat16)
+    return InternLM2ForCausalLM._from_config(internlm2_config(**overrides),
+                                             torch_dtype=dtype)
+
+
+def build_internlm2_standin(save_dir, tokenizer, **overrides):
+    """:func:`random_internlm2` in bf16, saved with its code next to the
+    weights (``auto_map``) and ``tokenizer``."""
+    model = random_internlm2(**overrides)
     model.save_pretrained(save_dir)
     tokenizer.save_pretrained(save_dir)
     return model
 
 
-def build_clip(save_dir, vision_layers=None, text_layers=2):
-    """A CLIPModel with CLIP-ViT-L/14-336's shape (random init) and its
-    image processor."""
-    from transformers import CLIPImageProcessor, CLIPModel
+def random_clip(vision_layers=None, text_layers=2):
+    """A CLIPModel with CLIP-ViT-L/14-336's shape, random init (seed 0), in
+    memory."""
+    from transformers import CLIPModel
     torch.manual_seed(0)
-    CLIPModel(clip_config(vision_layers, text_layers)).save_pretrained(
-        save_dir)
+    return CLIPModel(clip_config(vision_layers, text_layers))
+
+
+def build_clip_standin(save_dir, vision_layers=None, text_layers=2):
+    """:func:`random_clip` saved with its image processor."""
+    from transformers import CLIPImageProcessor
+    random_clip(vision_layers, text_layers).save_pretrained(save_dir)
     CLIPImageProcessor(**CLIP_IMAGE_PROCESSOR).save_pretrained(save_dir)
 
 
@@ -244,9 +257,10 @@ def build_standins(out_dir, llm_layers=2, vision_layers=2, num_charts=8,
     texts = list(tokenizer_texts(align))
     tokenizer = build_internlm2_tokenizer(
         texts, osp.join(staging, 'tokenizer'))
-    llm = build_llm(osp.join(staging, 'llm'), tokenizer,
-                    num_hidden_layers=llm_layers, **llm_overrides)
-    build_clip(osp.join(staging, 'clip'), vision_layers)
+    llm = build_internlm2_standin(osp.join(staging, 'llm'), tokenizer,
+                                  num_hidden_layers=llm_layers,
+                                  **llm_overrides)
+    build_clip_standin(osp.join(staging, 'clip'), vision_layers)
     paths = {
         'root': out_dir, 'hf_cache': cache,
         'llm': add_to_hub_cache(cache, LLM_REPO, osp.join(staging, 'llm')),

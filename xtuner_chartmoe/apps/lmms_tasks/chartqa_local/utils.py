@@ -40,7 +40,7 @@ def doc_to_text(doc, lmms_eval_specific_kwargs):
 
 def process_results(doc, results):
     """lmms-eval's ChartQA scores, and the routing the reply carries (a
-    ``xtuner_chartmoe.lmms.RoutedReply``; None where it carries none)."""
+    ``xtuner_chartmoe.apps.lmms.RoutedReply``; None where it carries none)."""
     scores = chartqa_process_results(doc, results)
     scores['routing'] = getattr(results[0], 'routing', None)
     return scores

@@ -10,7 +10,7 @@
     visual_encoder/  vision tower (CuMo MoE included) + image processor
     chartmoe.json    prompt template, visual_select_layer (RELEASE_MANIFEST)
 
-which ``xtuner_chartmoe.inference.ChartMoEChat.from_release`` loads.
+which ``xtuner_chartmoe.families.llava.chat.LLaVAChat.from_release`` loads.
 """
 import json
 import os.path as osp
@@ -18,9 +18,9 @@ import shutil
 import subprocess
 import sys
 
-from .fileio import atomic_directory, atomic_write_json
+from xtuner_chartmoe.fileio import atomic_directory, atomic_write_json
+from xtuner_chartmoe.model.chartmoe import HF_MANIFEST
 
-HF_MANIFEST = 'chartmoe_hf.json'
 RELEASE_MANIFEST = 'chartmoe.json'
 
 
@@ -69,7 +69,7 @@ def save_visual_encoder(manifest, hf_dir, save_dir):
     else the base one, with its image processor."""
     from transformers import CLIPImageProcessor
 
-    from .model.clip_vision_loader import load_clip_vision
+    from xtuner_chartmoe.model.clip_vision_loader import load_clip_vision
     trained = osp.join(hf_dir, 'visual_encoder')
     source = trained if osp.isdir(trained) else manifest['visual_encoder']
     load_clip_vision(source).save_pretrained(save_dir)

@@ -11,7 +11,7 @@
 ``chartmoe <command> --help`` describes each. Unlike ``xtuner``, every
 command exits non-zero when it fails. ``train`` and ``convert`` run XTuner's
 own tools (a config may be given by name, as in ``list-cfg``) in a fresh
-interpreter with the compatibility fixes of ``xtuner_chartmoe.compat``
+interpreter with the compatibility fixes of ``xtuner_chartmoe.engine.compat``
 installed, under ``torchrun`` when ``NPROC_PER_NODE`` > 1 (as ``xtuner``).
 """
 import argparse
@@ -23,6 +23,8 @@ import os.path as osp
 import shutil
 import subprocess
 import sys
+
+from xtuner_chartmoe.engine.user_errors import UserError
 
 # command -> (module of tools/, what it does)
 TOOLS = {
@@ -103,7 +105,7 @@ def run_xtuner(module, args):
     interpreter with the compatibility fixes installed; returns its exit
     status. A DeepSpeed run first checks for a known-bad DeepSpeed."""
     if '--deepspeed' in args:
-        from .version_guard import check
+        from xtuner_chartmoe.engine.version_guard import check
         check('deepspeed')
     nproc = int(os.environ.get('NPROC_PER_NODE', '1'))
     launch = [sys.executable]
@@ -114,12 +116,12 @@ def run_xtuner(module, args):
                    '--master_addr', os.environ.get('ADDR', '127.0.0.1'),
                    '--master_port', os.environ.get('PORT', '29500')]
         args = [*args, '--launcher', 'pytorch']
-    return subprocess.run([*launch, '-m', 'xtuner_chartmoe.run_xtuner',
+    return subprocess.run([*launch, '-m', 'xtuner_chartmoe.engine.run_xtuner',
                            module, *args]).returncode
 
 
 def _tool_main(module):
-    return importlib.import_module(f'xtuner_chartmoe.tools.{module}').main
+    return importlib.import_module(f'xtuner_chartmoe.commands.{module}').main
 
 
 def parser():
@@ -171,7 +173,7 @@ def passthrough(command, rest):
     return _tool_main(TOOLS[command][0])(rest) or 0
 
 
-def dispatch(args):
+def run_config_command(args):
     if args.command == 'list-cfg':
         names = [n for n in config_paths() if args.pattern.lower() in n.lower()]
         if not names:
@@ -186,7 +188,8 @@ def dispatch(args):
 
 # what a user can get wrong (a missing file, a bad value, a failed step):
 # reported in one line, never as a traceback
-USER_ERRORS = (FileNotFoundError, ValueError, subprocess.CalledProcessError)
+USER_ERRORS = (FileNotFoundError, ValueError, UserError,
+               subprocess.CalledProcessError)
 
 
 def run_main(main, argv=None):
@@ -212,7 +215,7 @@ def _main(argv):
     if argv and (argv[0] in TOOLS or argv[0] in ('train', 'convert',
                                                  'benchmark')):
         return passthrough(argv[0], argv[1:])
-    return dispatch(parser().parse_args(argv))
+    return run_config_command(parser().parse_args(argv))
 
 
 def main(argv=None):

@@ -1,6 +1,7 @@
-"""Load a merged ChartMoE release and answer questions about charts.
+"""The LLaVA family's :class:`LLaVAChat`: a merged ChartMoE release or a
+training checkpoint, answering questions about charts.
 
-A release folder (written by ``tools/merge_chartmoe.py``) holds::
+A release folder (written by ``chartmoe merge``) holds::
 
     llm/             merged LLM (LoRA folded in) + tokenizer
     projector/       MoE connector (AutoModel, trust_remote_code)
@@ -17,13 +18,15 @@ from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM,
 from xtuner.dataset.utils import expand2square
 from xtuner.utils import DEFAULT_IMAGE_TOKEN
 
-from .compat import fix_internlm2_generation
-from .model.clip_vision_loader import load_clip_vision
-from .model.configuration_moe_projector import MoEProjectorConfig
-from .model.connector_formats import load_connector
-from .model.modeling_moe_projector import MoEProjectorModel
-from .prompts import stop_token_ids
-from .release import RELEASE_MANIFEST
+from xtuner_chartmoe.families.base import ChatModel
+from xtuner_chartmoe.families.llava.internlm2_generation import (
+    fix_internlm2_generation)
+from xtuner_chartmoe.model.clip_vision_loader import load_clip_vision
+from xtuner_chartmoe.model.configuration_moe_projector import MoEProjectorConfig
+from xtuner_chartmoe.model.connector_formats import load_connector
+from xtuner_chartmoe.model.modeling_moe_projector import MoEProjectorModel
+from xtuner_chartmoe.prompts import stop_token_ids
+from xtuner_chartmoe.release.merge import RELEASE_MANIFEST
 
 
 def load_projector(path):
@@ -40,8 +43,9 @@ def _device(device):
         'cuda' if torch.cuda.is_available() else 'cpu'))
 
 
-class ChartMoEChat:
-    """A ChartMoE model ready to answer.
+class LLaVAChat(ChatModel):
+    """A ChartMoE model of XTuner's LLaVA family ready to answer (the
+    :class:`~xtuner_chartmoe.families.base.ChatModel` interface).
 
     Build it with :meth:`from_release` (a merged release folder) or
     :meth:`from_checkpoint` (a training config + ``iter_*.pth``).
@@ -52,6 +56,8 @@ class ChartMoEChat:
     ``RouterOutput``: ``probs [B, T, E]``, ``experts [B, T, k]``, ...; None
     for a dense connector) for expert maps and statistics.
     """
+
+    family = 'llava'
 
     def __init__(self, llm, tokenizer, visual_encoder, image_processor,
                  projector, prompt_template, visual_select_layer=-2):
@@ -114,19 +120,14 @@ class ChartMoEChat:
                    visual_select_layer=model.visual_select_layer)
 
     @property
-    def is_moe(self):
-        return isinstance(self.projector, MoEProjectorModel)
+    def connector(self):
+        return self.projector
 
-    def top1_counts(self, routing, index=0):
-        """``{expert name: visual tokens whose best expert it is}`` for
-        image ``index`` of a batch's ``routing`` ({} for None: a dense
-        connector)."""
-        if routing is None:
-            return {}
-        names = self.projector.config.expert_names
-        top1 = routing.experts[index, :, 0]
-        return dict(zip(names, torch.bincount(
-            top1, minlength=len(names)).tolist()))
+    @property
+    def expert_names(self):
+        if isinstance(self.projector, MoEProjectorModel):
+            return list(self.projector.config.expert_names)
+        return []
 
     def pixel_values(self, images):
         """PIL images or paths -> [B, 3, H, W] (padded to square as in

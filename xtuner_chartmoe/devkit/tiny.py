@@ -13,8 +13,8 @@ import os.path as osp
 
 import torch
 
-from .prompts import ALIGN_PROMPTS, POT_PROMPT, SHORT_ANSWER_PROMPT
-from .dataset.synthesize import RECORD_FILES, synthesize
+from xtuner_chartmoe.prompts import ALIGN_PROMPTS, POT_PROMPT, SHORT_ANSWER_PROMPT
+from xtuner_chartmoe.dataset.synthesize import RECORD_FILES, synthesize
 
 SPECIAL_TOKENS = ['<unk>', '<s>', '</s>', '<pad>', '<|im_start|>',
                   '<|im_end|>']
@@ -72,7 +72,7 @@ def train_tokenizer(data_dir, save_dir, vocab_size):
     return tokenizer
 
 
-def build_llm(tokenizer, save_dir, sizes):
+def build_tiny_llm(tokenizer, save_dir, sizes):
     from transformers import LlamaConfig, LlamaForCausalLM
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=sizes['llm_hidden'],
@@ -86,7 +86,7 @@ def build_llm(tokenizer, save_dir, sizes):
     tokenizer.save_pretrained(save_dir)
 
 
-def build_clip(save_dir, sizes):
+def build_tiny_clip(save_dir, sizes):
     from transformers import (CLIPImageProcessor, CLIPVisionConfig,
                               CLIPVisionModel)
     config = CLIPVisionConfig(
@@ -119,8 +119,8 @@ def build_tiny_default(out_dir, seed=0, num_charts=48, num_workers=2,
     torch.manual_seed(seed)
     tokenizer = train_tokenizer(paths['data'], paths['tokenizer'],
                                 TINY_SIZES['vocab_size'])
-    build_llm(tokenizer, paths['llm'], TINY_SIZES)
-    build_clip(paths['clip'], TINY_SIZES)
+    build_tiny_llm(tokenizer, paths['llm'], TINY_SIZES)
+    build_tiny_clip(paths['clip'], TINY_SIZES)
     build_general_projector(paths['general_projector'], TINY_SIZES)
     paths.update(stats['files'])
     return paths

@@ -2,8 +2,8 @@
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 
-from .evaluation.routing_stats import RoutingStats
-from .model.moe_block import SparseMoEBlock
+from xtuner_chartmoe.evaluation.routing_stats import RoutingStats
+from xtuner_chartmoe.model.moe_block import SparseMoEBlock
 
 
 def _unwrap(runner):

@@ -2,13 +2,13 @@
 task for it.
 
 The model registers through lmms-eval's ``lmms_eval.models`` entry-point
-group (``setup.py``: ``chartmoe = xtuner_chartmoe.lmms:manifest``), so once
+group (``setup.py``: ``chartmoe = xtuner_chartmoe.apps.lmms:manifest``), so once
 this package is installed::
 
     cd work_dirs/tiny/data      # the task reads test/test_*.json here
     python -m lmms_eval --model chartmoe \\
         --model_args pretrained=../../chartmoe_tiny --batch_size 8 \\
-        --tasks chartqa_local --include_path "$(python -m xtuner_chartmoe.lmms)" \\
+        --tasks chartqa_local --include_path "$(python -m xtuner_chartmoe.apps.lmms)" \\
         --log_samples --output_path ../../lmms
 
 ``pretrained`` is a release folder (``tools/merge_chartmoe.py``) or a
@@ -22,7 +22,7 @@ top-k slots and top-1 count per expert, mean router entropy over the visual
 tokens) to the task's ``process_results``, which logs it.
 
 The task folder (:data:`TASKS_DIR`, printed by ``python -m
-xtuner_chartmoe.lmms``) holds ``chartqa_local``: ChartQA-format splits
+xtuner_chartmoe.apps.lmms``) holds ``chartqa_local``: ChartQA-format splits
 (``imgname``, ``query``, ``label``; our synthesis's ``test/test_*.json`` or
 ChartQA's own) under ``test/`` of the directory lmms-eval runs in, images in
 ``test/png/`` or at ``imgname`` itself, scored by lmms-eval's own ChartQA
@@ -54,14 +54,14 @@ def manifest():
     """The entry point: lmms-eval's model manifest for ``chartmoe``."""
     from lmms_eval.models.registry_v2 import ModelManifest
     return ModelManifest(model_id='chartmoe',
-                         simple_class_path='xtuner_chartmoe.lmms.ChartMoELmms')
+                         simple_class_path='xtuner_chartmoe.apps.lmms.ChartMoELmms')
 
 
 def sample_routing(probs, selected, expert_names):
     """One sample's routing: ``probs [T, E]``, ``selected [T, k]`` ->
     ``{'expert_load': {name: share of slots}, 'top1_counts': {name: n},
     'router_entropy': mean entropy}``."""
-    from .evaluation.routing_stats import RoutingStats
+    from xtuner_chartmoe.evaluation.routing_stats import RoutingStats
     stats = RoutingStats(len(expert_names), expert_names).update(
         probs, selected).result()
     return {'expert_load': dict(zip(expert_names, stats['load'])),
@@ -75,23 +75,25 @@ def _lmms_base():
 
 
 class ChartMoELmms(_lmms_base()):
-    """lmms-eval model around :class:`~xtuner_chartmoe.inference.ChartMoEChat`
+    """lmms-eval model around a :class:`~xtuner_chartmoe.families.base.ChatModel`
     (see the module docstring). ``generate_until(requests)`` -> replies."""
 
     def __init__(self, pretrained, config=None, root=None, device=None,
                  batch_size=1, max_new_tokens=64, **kwargs):
         super().__init__()
-        from .inference import ChartMoEChat
+        from xtuner_chartmoe.families import load_chat_model
+        from xtuner_chartmoe.engine.version_guard import check
+        check('lmms-eval')
         if config:
             # the config's relative paths (``./work_dirs/...``) are relative
             # to where it was trained: ``root``, not the data root
             # lmms-eval runs in
             checkpoint, config = osp.abspath(pretrained), osp.abspath(config)
             with contextlib.chdir(root or os.getcwd()):
-                self.chat = ChartMoEChat.from_checkpoint(config, checkpoint,
-                                                         device=device)
+                self.chat = load_chat_model(checkpoint, config=config,
+                                            device=device)
         else:
-            self.chat = ChartMoEChat.from_release(pretrained, device=device)
+            self.chat = load_chat_model(pretrained, device=device)
         self.batch_size = int(batch_size)
         self.max_new_tokens = int(max_new_tokens)
 
@@ -119,7 +121,7 @@ class ChartMoELmms(_lmms_base()):
             answers = [a.split(stop)[0] for a in answers]
         if routing is None:
             return [RoutedReply(a) for a in answers]
-        names = self.chat.projector.config.expert_names
+        names = self.chat.expert_names
         return [RoutedReply(a, sample_routing(routing.probs[i].float().cpu(),
                                               routing.experts[i].cpu(), names))
                 for i, a in enumerate(answers)]

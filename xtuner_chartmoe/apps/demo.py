@@ -3,11 +3,11 @@ its sandboxed result, and which expert each image patch chose."""
 import os.path as osp
 import tempfile
 
-from .prompts import PROMPTS
-from .evaluation.routing_report import draw_expert_map
-from .evaluation.chartqa import pot_answers
-from .evaluation.metrics import extract_program
-from .evaluation.sandbox import SandboxUnavailable
+from xtuner_chartmoe.prompts import PROMPTS
+from xtuner_chartmoe.evaluation.routing_report import draw_expert_map
+from xtuner_chartmoe.evaluation.chartqa import pot_answers
+from xtuner_chartmoe.evaluation.metrics import extract_program
+from xtuner_chartmoe.evaluation.sandbox import SandboxUnavailable
 
 
 def ask(chat, image_path, question, use_pot, max_new_tokens=256):
@@ -40,7 +40,7 @@ def ask(chat, image_path, question, use_pot, max_new_tokens=256):
         expert_map = osp.join(tempfile.mkdtemp(prefix='chartmoe_demo_'),
                               'expert_map.png')
         draw_expert_map(image_path, routing.experts[0, :, 0].cpu(),
-                        chat.projector.config.expert_names, expert_map)
+                        chat.expert_names, expert_map)
     return answer, program, report, expert_map
 
 
@@ -49,7 +49,7 @@ def load_examples(path, image_folder=None, count=3):
     ``count`` distinct charts of a ChartQA-format file and a question on
     each; images under ``image_folder`` (default: the file's parent's
     parent, the synthesis layout)."""
-    from .evaluation.chartqa import load_split
+    from xtuner_chartmoe.evaluation.chartqa import load_split
     folder = image_folder or osp.dirname(osp.dirname(osp.abspath(path)))
     examples, seen = [], set()
     for entry in load_split(path):
@@ -66,7 +66,7 @@ def load_examples(path, image_folder=None, count=3):
 
 
 def build_demo(chat, title='ChartMoE chat', examples=()):
-    """The gradio Blocks app around a :class:`ChartMoEChat`; ``examples``
+    """The gradio Blocks app around a :class:`LLaVAChat`; ``examples``
     (``[[image, question]]``) are offered under the inputs."""
     import gradio as gr
     with gr.Blocks(title=title) as demo:

@@ -8,7 +8,8 @@ def add_model_arguments(parser, prefix='', required=True, what='the model'):
     (a training config and its ``iter_*.pth`` / DeepSpeed folder)."""
     group = parser.add_mutually_exclusive_group(required=required)
     group.add_argument(f'--{prefix}release',
-                       help=f'merged release folder of {what}')
+                       help=f'merged release folder of {what}, or an '
+                       'InternLM-XComposer2 / ChartMoE folder or hub id')
     group.add_argument(f'--{prefix}config',
                        help=f'training config of {what} (with '
                        f'--{prefix}checkpoint)')
@@ -17,13 +18,14 @@ def add_model_arguments(parser, prefix='', required=True, what='the model'):
 
 
 def load_chat(args, prefix='', device=None):
-    """The :class:`ChartMoEChat` named by :func:`add_model_arguments`'
-    options (raises ValueError when the config has no checkpoint)."""
-    from .inference import ChartMoEChat
+    """The :class:`~xtuner_chartmoe.families.base.ChatModel` named by
+    :func:`add_model_arguments`' options (raises ValueError when the config
+    has no checkpoint)."""
+    from xtuner_chartmoe.families import load_chat_model
     get = lambda name: getattr(args, f'{prefix}{name}'.replace('-', '_'))
     if get('release'):
-        return ChartMoEChat.from_release(get('release'), device=device)
+        return load_chat_model(get('release'), device=device)
     if not get('checkpoint'):
         raise ValueError(f'--{prefix}config needs --{prefix}checkpoint')
-    return ChartMoEChat.from_checkpoint(get('config'), get('checkpoint'),
-                                        device=device)
+    return load_chat_model(get('checkpoint'), config=get('config'),
+                           device=device)

@@ -1,12 +1,12 @@
-"""``python -m xtuner_chartmoe.run_xtuner MODULE ARGS...``: run one of
+"""``python -m xtuner_chartmoe.engine.run_xtuner MODULE ARGS...``: run one of
 XTuner's tools (``xtuner.tools.train``, its converters) as ``__main__``
-with the fixes of :mod:`xtuner_chartmoe.compat` installed first, whether or
+with the fixes of :mod:`xtuner_chartmoe.engine.compat` installed first, whether or
 not the environment has the start-up file. Used by ``chartmoe train`` /
 ``chartmoe convert``."""
 import runpy
 import sys
 
-from xtuner_chartmoe.compat import install
+from xtuner_chartmoe.engine.compat import install
 
 if __name__ == '__main__':
     install()

@@ -1,0 +1,2 @@
+"""The devkit: the tiny default built offline (:mod:`.tiny`) and the
+real-architecture stand-ins (:mod:`.standin`)."""

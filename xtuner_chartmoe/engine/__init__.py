@@ -1,0 +1,2 @@
+"""The training-engine side: XTuner/mmengine glue (start-up compatibility
+fixes, hooks, running XTuner's tools, reading run logs, release guards)."""
