@@ -15,7 +15,7 @@ import torch
 from mmengine.config import Config
 
 from conftest import REPO, run_tool
-from xtuner_chartmoe import run_log
+from xtuner_chartmoe.engine import run_log
 from xtuner_chartmoe.devkit.standin import (LLM_REPO, build_on_meta,
                                      build_standins, parameter_counts,
                                      standin_env)

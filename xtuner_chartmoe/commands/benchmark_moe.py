@@ -89,39 +89,26 @@ def bench_row(size, batch, tokens, args):
 
 def tiny_step(args):
     """Median training-step time (fwd+bwd+AdamW) of the tiny SFT model with
-    the dense projector vs the MoE connector (4 experts, top-2, LoRA on)."""
-    from peft import LoraConfig
-    from transformers import (AutoModelForCausalLM, AutoTokenizer,
-                              CLIPImageProcessor, CLIPVisionModel)
+    the dense projector vs the MoE connector (4 experts, top-2, LoRA on),
+    both built from the shipped tiny SFT config (run where ``work_dirs/tiny``
+    is, after ``chartmoe build-tiny``)."""
+    from mmengine.config import Config
     from xtuner.dataset.collate_fns import default_collate_fn
-    from xtuner.dataset.map_fns import template_map_fn_factory
-    from xtuner.utils import PROMPT_TEMPLATE
+    from xtuner.registry import BUILDER
 
-    from xtuner_chartmoe.dataset import ChartLLaVADataset, chartqa_map_fn
-    from xtuner_chartmoe.model import ChartMoEModel
-    root = 'work_dirs/tiny/'
-    dataset = ChartLLaVADataset(
-        image_folder=root + 'data', data_path=root + 'data/sft_chartqa.json',
-        image_processor=CLIPImageProcessor.from_pretrained(root + 'clip'),
-        tokenizer=AutoTokenizer.from_pretrained(root + 'llm'),
-        dataset_map_fn=chartqa_map_fn, template_map_fn=template_map_fn_factory(
-            PROMPT_TEMPLATE.internlm2_chat), max_length=1024,
-        pad_image_to_square=True, map_num_proc=1)
+    from xtuner_chartmoe.commands.cli import resolve_config
+    cfg = Config.fromfile(resolve_config(
+        'chartmoe_tiny_llama_tiny_clip_lora_e12_cpu_sft'))
+    dataset = BUILDER.build(cfg.train_dataloader.dataset)
     batch = default_collate_fn([dataset[i] for i in range(4)])
+    general = cfg.tiny_root + 'general_projector'
     results = {}
     for name, connector in (
-            ('dense', dict(projector_init=root + 'general_projector')),
-            ('moe', dict(moe_projector=dict(
-                mode='upcycle', expert_projectors=[root + 'general_projector'
-                                                   ])))):
+            ('dense', dict(moe_projector=None, projector_init=general)),
+            ('moe', dict(moe_projector=dict(mode='upcycle',
+                                            expert_projectors=[general])))):
         torch.manual_seed(0)
-        model = ChartMoEModel(
-            llm=AutoModelForCausalLM.from_pretrained(root + 'llm'),
-            visual_encoder=CLIPVisionModel.from_pretrained(root + 'clip'),
-            freeze_llm=True, freeze_visual_encoder=True,
-            use_activation_checkpointing=False, llm_lora=LoraConfig(
-                r=16, lora_alpha=16, lora_dropout=0.05, task_type='CAUSAL_LM'),
-            **connector)
+        model = BUILDER.build({**cfg.model, **connector})
         optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad], lr=1e-4)
         times = []

@@ -9,11 +9,17 @@
     python tools/standin.py run work_dirs/standin -- python tools/chat.py ...
     # full-size parameter counts of configs, built on the meta device
     python tools/standin.py counts configs/chartmoe/internlm2_*/*.py
+    # InternLM-XComposer2-VL-7B and the released ChartMoE (their hub ids)
+    chartmoe standin build work_dirs/standin_ixc2 --family ixc2
+    chartmoe standin run work_dirs/standin_ixc2 -- chartmoe chat \
+        IDEA-FinAI/chartmoe --image chart.png --question "..."
+    chartmoe standin counts --family ixc2   # full size, meta device
 
 ``train`` prints and runs ``torchrun ... -m xtuner.tools.train CONFIG
 --launcher pytorch --deepspeed deepspeed_zero2 --cfg-options ...`` in the
 stand-in folder with ``HF_HUB_CACHE`` pointing at its hub cache; see
-``xtuner_chartmoe/standin.py`` for what is built and which options are set.
+``xtuner_chartmoe/devkit/standin.py`` (``families/ixc2/standin.py``) for
+what is built and which options are set.
 """
 import argparse
 import os
@@ -36,6 +42,11 @@ def parse_args(argv):
     build.add_argument('--llm-layers', type=int, default=2)
     build.add_argument('--vision-layers', type=int, default=2)
     build.add_argument('--num-charts', type=int, default=8)
+    build.add_argument('--family', choices=['llava', 'ixc2'], default='llava',
+                       help='llava: InternLM2-chat-7B + CLIP-ViT-L/14-336 '
+                       'and the data of the real configs; ixc2: '
+                       'InternLM-XComposer2-VL-7B, its Enhanced copy and the '
+                       'released ChartMoE checkpoints')
     train = commands.add_parser('train', help='train a real config on them')
     train.add_argument('out_dir')
     train.add_argument('config')
@@ -51,7 +62,9 @@ def parse_args(argv):
     run.add_argument('out_dir')
     counts = commands.add_parser(
         'counts', help='full-size parameter counts of configs (meta device)')
-    counts.add_argument('configs', nargs='+')
+    counts.add_argument('configs', nargs='*')
+    counts.add_argument('--family', choices=['llava', 'ixc2'], default='llava',
+                        help='ixc2: IXC2-VL-7B and ChartMoE as released')
     return parser.parse_args(argv)
 
 
@@ -59,8 +72,26 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index('--') if '--' in argv else len(argv)
     args, rest = parse_args(argv[:split]), argv[split + 1:]
+    if args.command == 'counts' and args.family == 'ixc2':
+        from xtuner_chartmoe.families.ixc2.standin import (build_on_meta,
+                                                           parameter_counts)
+        for name, chartmoe in (('InternLM-XComposer2-VL-7B', False),
+                               ('ChartMoE', True)):
+            counts = parameter_counts(build_on_meta(chartmoe))
+            print(f'{name}: ' + ', '.join(f'{k} {v:,}'
+                                          for k, v in counts.items()))
+        return 0
     if args.command == 'counts':
+        if not args.configs:
+            raise ValueError('counts needs config files (or --family ixc2)')
         print(full_size_table(args.configs))
+        return 0
+    if args.command == 'build' and args.family == 'ixc2':
+        from xtuner_chartmoe.families.ixc2.standin import build_ixc2_standins
+        paths = build_ixc2_standins(args.out_dir, args.llm_layers,
+                                    args.vision_layers)
+        for name, path in paths.items():
+            print(f'{name:36s} {path}')
         return 0
     if args.command == 'build':
         paths = build_standins(args.out_dir, args.llm_layers,
