@@ -30,10 +30,11 @@ EXTRAS_REQUIRE = {
     'test': ['pytest', 'selenium'],
 }
 
-# The repository keeps configs/ and tools/ at the top; the distribution
-# ships them inside the package (as XTuner ships xtuner/configs), so that
-# `chartmoe list-cfg` and every `chartmoe <tool>` work after any install.
-MAPPED = {'configs': 'xtuner_chartmoe.configs', 'tools': 'xtuner_chartmoe.commands'}
+# The repository keeps configs/ at the top; the distribution ships them
+# inside the package (as XTuner ships xtuner/configs), so that `chartmoe
+# list-cfg` works after any install. The commands live in
+# xtuner_chartmoe/commands (tools/*.py are shims for a checkout).
+MAPPED = {'configs': 'xtuner_chartmoe.configs'}
 PACKAGES = find_packages(include=['xtuner_chartmoe', 'xtuner_chartmoe.*'])
 for folder, package in MAPPED.items():
     PACKAGES += [package] + [f'{package}.{sub}' for sub in

@@ -1,4 +1,4 @@
-"""The package as users install it: a wheel with the configs, the tools and
+"""The package as users install it: a wheel with the configs, the commands and
 the lmms-eval task inside, loose requirements, and `chartmoe <command>`
 working from any directory with non-zero exits on failure."""
 import json
@@ -60,12 +60,14 @@ def test_wheel_contents_and_requirements(wheel):
             'entry_points.txt'))).decode()
     configs = [n for n in names if n.startswith('xtuner_chartmoe/configs/')
                and n.endswith('.py') and '__init__' not in n]
-    tools = [n for n in names if n.startswith('xtuner_chartmoe/tools/')]
+    commands = [n for n in names if n.startswith('xtuner_chartmoe/commands/')]
     assert len(configs) == len([
         f for _, _, files in os.walk(os.path.join(REPO, 'configs'))
         for f in files if f.endswith('.py') and f != '__init__.py'])
-    assert 'xtuner_chartmoe/tools/build_moe_connector.py' in tools
-    assert 'xtuner_chartmoe/tools/run_tiny_pipeline.py' in tools
+    from xtuner_chartmoe.commands.cli import BENCHMARKS, TOOLS
+    for module in [m for m, _ in TOOLS.values()] + list(BENCHMARKS.values()):
+        assert f'xtuner_chartmoe/commands/{module}.py' in commands, module
+    assert not any(n.startswith('xtuner_chartmoe/tools/') for n in names)
     assert 'xtuner_chartmoe/evaluation/sandbox_init.py' in names
     for data_dir in ('lmms_tasks', 'hf_native_code'):  # not packages
         for folder, _, files in os.walk(os.path.join(

@@ -64,7 +64,7 @@ def _candidates(model_key):
             yield pattern.sub(dense, unwrapped)
 
 
-def _sample(keys, n=8):
+def summarise_keys(keys, n=8):
     """``keys`` in short: indices that vary become ``*`` (``experts.*.0.bias``),
     at most ``n`` patterns, and the count."""
     patterns = {}
@@ -107,9 +107,9 @@ class LoadReport:
         text = (f'{self.source}: loaded {self.used} of {self.total} checkpoint '
                 f'tensors into {self.filled} model tensors')
         if self.unused:
-            text += f'; unused: {_sample(self.unused)}'
+            text += f'; unused: {summarise_keys(self.unused)}'
         if self.fresh:
-            text += f'; starting fresh: {_sample(self.fresh)}'
+            text += f'; starting fresh: {summarise_keys(self.fresh)}'
         return text
 
 
@@ -132,16 +132,16 @@ def load_checkpoint(module, state_dict, source, strict=False, group_depth=1):
     if not mapping:
         raise ValueError(
             f'{source}: no tensor of the checkpoint matches the model. '
-            f'Checkpoint keys: [{_sample(state_dict)}]; model keys: '
-            f'[{_sample(model_state)}].{_hint(state_dict)}')
+            f'Checkpoint keys: [{summarise_keys(state_dict)}]; model keys: '
+            f'[{summarise_keys(model_state)}].{_hint(state_dict)}')
     unfilled = set(model_state) - set(mapping)
     used = set(mapping.values())
     unused = sorted(set(state_dict) - used)
     if strict and (unfilled or unused):
         raise ValueError(
             f'{source}: does not match the model one to one; model tensors '
-            f'not in the checkpoint: [{_sample(unfilled)}]; checkpoint '
-            f'tensors the model has no place for: [{_sample(unused)}]')
+            f'not in the checkpoint: [{summarise_keys(unfilled)}]; checkpoint '
+            f'tensors the model has no place for: [{summarise_keys(unused)}]')
     touched = {_group(k, group_depth) for k in mapping}
     upcycled = {k for k, v in mapping.items() if k != v and '.experts.' in k}
     upcycled_layers = {k.split('.experts.')[0] for k in upcycled}
@@ -156,8 +156,8 @@ def load_checkpoint(module, state_dict, source, strict=False, group_depth=1):
     if missing:
         raise ValueError(
             f'{source}: fills part of {sorted(touched)} but leaves trainable '
-            f'tensors unfilled: [{_sample(missing)}]; checkpoint keys: '
-            f'[{_sample(state_dict)}]')
+            f'tensors unfilled: [{summarise_keys(missing)}]; checkpoint keys: '
+            f'[{summarise_keys(state_dict)}]')
     try:
         module.load_state_dict(
             {k: state_dict[v] for k, v in mapping.items()}, strict=False)

@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import torch
 
+from ...model.checkpoint import summarise_keys
 from .configuration_ixc2 import IXC2_VL_7B, IXC2Config
 from .errors import CheckpointError, CheckpointFileNotFound
 from .modeling_ixc2 import IXC2ForCausalLM
@@ -47,18 +48,6 @@ RELEASED_REPOS = ('internlm/internlm-xcomposer2-vl-7b',
 # (token, id) pairs IXC2's chat protocol relies on.
 CHAT_TOKEN_IDS = (('<s>', 1), ('</s>', 2), ('[UNUSED_TOKEN_145]', 92542),
                   ('[UNUSED_TOKEN_146]', 92543))
-
-
-def _sample(keys, n=6):
-    """Keys in short: varying indices as ``*``, at most ``n`` patterns."""
-    patterns = {}
-    for key in sorted(keys):
-        patterns.setdefault(re.sub(r'(?<=\.)\d+(?=\.)', '*', key),
-                            []).append(key)
-    shown = [members[0] if len(members) == 1 else pattern
-             for pattern, members in patterns.items()]
-    more = ', ...' if len(shown) > n else ''
-    return f'{", ".join(shown[:n])}{more} ({len(keys)} in all)'
 
 
 def resolve_folder(source, cache_dir=None):
@@ -199,10 +188,10 @@ class IXC2LoadReport:
                 f'{len(self.files)} {self.format} file(s), stored '
                 f'{self.stored_dtype}, loaded as {self.dtype}')
         if self.ignored:
-            text += f'; ignored: {_sample(self.ignored)}'
+            text += f'; ignored: {summarise_keys(self.ignored, 6)}'
         if self.fresh:
             text += (f'; NOT IN THE CHECKPOINT, initialised: '
-                     f'{_sample(self.fresh)}')
+                     f'{summarise_keys(self.fresh, 6)}')
         return text
 
 
@@ -323,7 +312,7 @@ def load_ixc2(source, torch_dtype='auto', device='cpu', allow_partial=False,
         raise CheckpointError(
             f'{folder} ({weights.files[0]}): not an InternLM-XComposer2 '
             f'checkpoint; expected keys under {list(PREFIXES)}, found '
-            f'[{_sample(stored)}]')
+            f'[{summarise_keys(stored, 6)}]')
     with init_empty_weights():
         model = IXC2ForCausalLM(config)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -335,8 +324,9 @@ def load_ixc2(source, torch_dtype='auto', device='cpu', allow_partial=False,
         where = sorted({stored[k].file for k in unexpected})
         raise CheckpointError(
             f'{folder}: the weights do not match config.json; not in the '
-            f'weights: [{_sample(missing)}]; in {where or "the weights"} but '
-            f'not in the model: [{_sample(unexpected)}].'
+            f'weights: [{summarise_keys(missing, 6)}]; in '
+            f'{where or "the weights"} but '
+            f'not in the model: [{summarise_keys(unexpected, 6)}].'
             f'{_mismatch_hints(config, unexpected, missing)}'
             + (' Pass allow_partial=True to initialise the missing tensors.'
                if missing and not unexpected else ''))
