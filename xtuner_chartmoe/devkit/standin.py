@@ -34,6 +34,7 @@ import shutil
 import torch
 
 from xtuner_chartmoe.dataset.synthesize import synthesize
+from xtuner_chartmoe.fileio import atomic_write_json
 from xtuner_chartmoe.devkit.tiny import tokenizer_texts, train_bpe
 
 LLM_REPO = 'internlm/internlm2-chat-7b'
@@ -174,12 +175,6 @@ def add_to_hub_cache(cache_dir, repo_id, folder):
     return snapshot
 
 
-def _write_json(path, obj):
-    os.makedirs(osp.dirname(path), exist_ok=True)
-    with open(path, 'w') as f:
-        json.dump(obj, f, indent=1)
-
-
 def _copy_images(entries, source_root, target_dir, key):
     os.makedirs(target_dir, exist_ok=True)
     for entry in entries:
@@ -201,10 +196,10 @@ def write_standin_data(root, num_charts=8, seed=0):
                          osp.join(chartqa, 'train', 'png'), 'imgname')
     short = [{k: e[k] for k in ('imgname', 'query', 'label')} for e in train]
     half = len(short) // 2
-    _write_json(osp.join(chartqa, 'train', 'train_human.json'), short[:half])
-    _write_json(osp.join(chartqa, 'train', 'train_augmented.json'),
+    atomic_write_json(osp.join(chartqa, 'train', 'train_human.json'), short[:half])
+    atomic_write_json(osp.join(chartqa, 'train', 'train_augmented.json'),
                 short[half:])
-    _write_json(osp.join(root, 'data', 'chartmoe_sft',
+    atomic_write_json(osp.join(root, 'data', 'chartmoe_sft',
                          'chartqa_train_pot.json'), train)
     shutil.copyfile(osp.join(chartqa, 'train', 'png', train[0]['imgname']),
                     osp.join(root, EVALUATION_IMAGE))
@@ -212,7 +207,7 @@ def write_standin_data(root, num_charts=8, seed=0):
         [{'image': e['imgname'], 'input': e['query'], 'output': e['label']}
          for e in qa], align, osp.join(root, 'data', 'ChartGemma', 'images'),
         'image')
-    _write_json(osp.join(root, 'data', 'ChartGemma', 'chartgemma.json'), gemma)
+    atomic_write_json(osp.join(root, 'data', 'ChartGemma', 'chartgemma.json'), gemma)
     with open(osp.join(align, 'knowledge_mmc.json')) as f:
         knowledge = json.load(f)
     mmc = osp.join(root, 'data', 'MMC', 'MMC-Instruction')
@@ -226,7 +221,7 @@ def write_standin_data(root, num_charts=8, seed=0):
         with open(osp.join(align, 'test', f'test_{split}.json')) as f:
             test = _copy_images(json.load(f), align,
                                 osp.join(chartqa, 'test', 'png'), 'imgname')
-        _write_json(osp.join(chartqa, 'test', f'test_{split}.json'), test)
+        atomic_write_json(osp.join(chartqa, 'test', f'test_{split}.json'), test)
     return align
 
 

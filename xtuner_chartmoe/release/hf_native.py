@@ -29,7 +29,7 @@ import shutil
 
 from safetensors.torch import save_file
 
-from xtuner_chartmoe.fileio import atomic_write_json
+from xtuner_chartmoe.fileio import atomic_directory, atomic_write_json
 from xtuner_chartmoe.model.chartmoe import SAVE_FORMATS
 from xtuner_chartmoe.prompts import stop_token_ids
 
@@ -147,7 +147,14 @@ def _merged_llm(model, fp32):
 def export_huggingface(model, cfg, save_dir, fp32=False):
     """Write the transformers-native release of ``model`` (a trained
     ``ChartMoEModel`` with a MoE connector; ``cfg`` its training config)
-    into ``save_dir`` (see the module docstring)."""
+    into ``save_dir`` (see the module docstring), atomically: a failure
+    leaves ``save_dir`` as it was."""
+    with atomic_directory(save_dir) as tmp:
+        _write_release(model, cfg, tmp, fp32)
+    return save_dir
+
+
+def _write_release(model, cfg, save_dir, fp32):
     from transformers import GenerationConfig
     from xtuner.registry import BUILDER
 
@@ -160,8 +167,8 @@ def export_huggingface(model, cfg, save_dir, fp32=False):
     if model.use_visual_encoder_lora:
         raise NotImplementedError('a LoRA-tuned visual encoder is not '
                                   'supported in this format')
-    from xtuner_chartmoe.hf_native_code.processing_chartmoe import ChartMoEProcessor
-    os.makedirs(save_dir, exist_ok=True)
+    from xtuner_chartmoe.release.hf_native_code.processing_chartmoe import (
+        ChartMoEProcessor)
     llm = _merged_llm(model, fp32)
     vision, projector = model.visual_encoder, model.projector
     state = {f'vision_tower.{k}': v for k, v in vision.state_dict().items()}

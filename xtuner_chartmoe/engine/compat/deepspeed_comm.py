@@ -48,8 +48,8 @@ def deepspeed_gloo_gathers(module):
     the last, which is enough on a CUDA stream where they finish in order.
     Gloo runs them on a pool of threads: an earlier gather can land after
     the wait, overwriting the weights rank 0 has just loaded with the
-    uninitialised buffer of the partitions (NaN or 1e30 weights at random,
-    in 8 of 24 CPU runs here). On gloo each all-gather is waited for
+    uninitialised buffer of the partitions (NaN or 1e30 weights, at
+    random). On gloo each all-gather is waited for
     before it returns; the handle stays valid (waiting again is free)."""
     import torch.distributed as dist
     logged = False
