@@ -142,3 +142,42 @@ def test_a_folder_of_another_kind_is_named(tmp_path):
     assert out.returncode == 1
     assert out.stderr.strip().splitlines()[-1].startswith(
         f'error: {tmp_path}: neither a ChartMoE release')
+
+
+def test_lmms_eval_own_chartqa_task_with_the_folder(standin, tmp_path):
+    """lmms-eval's own `chartqa` task (its prompt and metric), its data as
+    the hub's parquet schema read from a local folder."""
+    import os.path as osp
+
+    import datasets
+    import lmms_eval
+    parquet = tmp_path / 'ChartQA' / 'data'
+    parquet.mkdir(parents=True)
+    rows = {'type': ['human_test', 'augmented_test'],
+            'question': ['How tall is bar 0?', 'How tall is bar 1?'],
+            'answer': ['10', '11'],
+            'image': [str(standin['data'] / f'chart{i}.png') for i in (0, 1)]}
+    datasets.Dataset.from_dict(rows).cast_column(
+        'image', datasets.Image()).to_parquet(
+            str(parquet / 'test-00000-of-00001.parquet'))
+    tasks = tmp_path / 'tasks'
+    tasks.mkdir()
+    own = osp.join(osp.dirname(lmms_eval.__file__), 'tasks', 'chartqa',
+                   'chartqa.yaml')
+    (tasks / 'chartqa_offline.yaml').write_text(
+        f'include: {own}\ntask: chartqa_offline\n'
+        f'dataset_path: {tmp_path / "ChartQA"}\n')
+    out = tmp_path / 'lmms'
+    result = subprocess.run(
+        [sys.executable, '-m', 'lmms_eval', '--model', 'chartmoe',
+         '--model_args', f'pretrained={REPO_ID}', '--batch_size', '2',
+         '--tasks', 'chartqa_offline', '--include_path', str(tasks),
+         '--log_samples', '--output_path', str(out)], cwd=tmp_path,
+        env=standin['env'], capture_output=True, text=True)
+    samples = list(out.glob('*/*_samples_chartqa_offline.jsonl'))
+    assert samples, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = [json.loads(line) for line in samples[0].read_text().splitlines()]
+    assert len(rows) == 2
+    for row in rows:  # scored by lmms-eval's own ChartQA metric
+        assert row['relaxed_overall'] in (0.0, 1.0)
+        assert isinstance(row['filtered_resps'], (str, list))
