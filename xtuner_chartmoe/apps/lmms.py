@@ -11,8 +11,8 @@ this package is installed::
         --tasks chartqa_local --include_path "$(python -m xtuner_chartmoe.apps.lmms)" \\
         --log_samples --output_path ../../lmms
 
-``pretrained`` is a release folder (``tools/merge_chartmoe.py``) or a
-training checkpoint with its config (``pretrained=iter_N.pth,config=CFG.py,
+``pretrained`` is a release folder (``chartmoe merge``), an
+InternLM-XComposer2 / ChartMoE folder or hub id, or a training checkpoint with its config (``pretrained=iter_N.pth,config=CFG.py,
 root=DIR``; ``root`` is where the config's relative paths start, the
 directory it was trained in).
 ``generate_until`` answers in batches of lmms-eval's ``--batch_size`` (greedy,

@@ -1,11 +1,11 @@
 """Which expert does each visual token pick? Maps, distribution, statistics,
 and how the choice changes between two checkpoints.
 
-    python tools/analyze_routing.py --release work_dirs/chartmoe_tiny \\
+    chartmoe analyze-routing --release work_dirs/chartmoe_tiny \\
         --data work_dirs/tiny/data/test/test_human.json \\
         --image-folder work_dirs/tiny/data --out work_dirs/routing_tiny
     # change of expert choice between two checkpoints of a run
-    python tools/analyze_routing.py --config CFG.py --checkpoint iter_100.pth \\
+    chartmoe analyze-routing --config CFG.py --checkpoint iter_100.pth \\
         --compare-config CFG.py --compare-checkpoint iter_600.pth \\
         --data ... --out work_dirs/routing_change
 

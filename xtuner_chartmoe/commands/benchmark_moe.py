@@ -1,9 +1,9 @@
 """Forward+backward time of the MoE connector against the dense projector and
 the reference per-sample loop (ChartMoE / CuMo ``torch.where`` dispatch).
 
-    python tools/benchmark_moe.py                      # CPU default grid
-    python tools/benchmark_moe.py --device cuda --dtype bfloat16 --full
-    python tools/benchmark_moe.py --tiny-step          # tiny pipeline step
+    chartmoe benchmark moe                      # CPU default grid
+    chartmoe benchmark moe --device cuda --dtype bfloat16 --full
+    chartmoe benchmark moe --tiny-step          # tiny pipeline step
 
 Prints one row per (size, batch, tokens): median milliseconds of dense,
 MoE top-1, MoE top-2 (4 experts) and the reference loop (top-2), the ratios

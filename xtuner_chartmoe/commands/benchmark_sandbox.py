@@ -1,7 +1,7 @@
 """Programs per second through the PoT sandbox (bubblewrap, seccomp,
 Landlock, one fresh interpreter per program).
 
-    python tools/benchmark_sandbox.py [--programs 200] [--workers 2]
+    chartmoe benchmark sandbox [--programs 200] [--workers 2]
 
 Runs ordinary program-of-thought programs (the kind the tiny data's PoT
 answers are) and prints the throughput; the goal on a 2-core machine is

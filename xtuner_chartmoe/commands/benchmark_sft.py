@@ -4,9 +4,9 @@ and ChartMoE with QLoRA, on stand-ins built in memory (InternLM2-chat-7B and
 CLIP-ViT-L/14-336 widths, random weights), all with LoRA r=64 on the LLM.
 
     # a GPU, full depth, bf16 (the figures in the README)
-    python tools/benchmark_sft.py --device cuda --dtype bfloat16
+    chartmoe benchmark sft --device cuda --dtype bfloat16
     # a quick check of the script on a CPU
-    python tools/benchmark_sft.py --llm-layers 1 --vision-layers 1 \\
+    chartmoe benchmark sft --llm-layers 1 --vision-layers 1 \\
         --batch 1 --steps 2 --models dense chartmoe
 
 Prints, per model: median step (forward, backward, AdamW) in ms, tokens/s

@@ -1,6 +1,6 @@
 """Charts per second of the chart synthesis (render + quadruple + records).
 
-    python tools/benchmark_synth.py [--num-charts 300] [--workers 2]
+    chartmoe benchmark synth [--num-charts 300] [--workers 2]
 
 Renders into a fresh temporary folder (deleted afterwards) and prints the
 throughput; the goal on a 2-core machine is >= 30 charts/s.

@@ -1,15 +1,15 @@
 """Build the ChartMoE MoE connector, or move it to and from ChartMoE's file.
 
     # diverse (ChartMoE): general + the three aligned projectors, by role
-    python tools/build_moe_connector.py diverse OUT_DIR --projectors \\
+    chartmoe build-moe diverse OUT_DIR --projectors \\
         general=GENERAL table=TABLE json=JSON code=CODE [--top-k 2]
     # upcycle: the general projector copied into every expert
-    python tools/build_moe_connector.py upcycle OUT_DIR --projectors GENERAL
+    chartmoe build-moe upcycle OUT_DIR --projectors GENERAL
     # random: fresh experts with the general projector's sizes
-    python tools/build_moe_connector.py random OUT_DIR --projectors GENERAL
+    chartmoe build-moe random OUT_DIR --projectors GENERAL
     # ChartMoE's own mlp_moe.pth (moe_construction.py) -> our folder, and back
-    python tools/build_moe_connector.py import OUT_DIR --checkpoint mlp_moe.pth
-    python tools/build_moe_connector.py export CONNECTOR_DIR --checkpoint OUT.pth
+    chartmoe build-moe import OUT_DIR --checkpoint mlp_moe.pth
+    chartmoe build-moe export CONNECTOR_DIR --checkpoint OUT.pth
 
 A projector is an XTuner ``projector/`` folder, a checkpoint ``.pth`` / a
 DeepSpeed folder, or a training work dir (its last checkpoint); ``ROLE=PATH``

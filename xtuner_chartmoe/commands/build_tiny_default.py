@@ -1,6 +1,6 @@
 """Build the tiny offline default (model, tokenizer, charts) into a folder.
 
-    python tools/build_tiny_default.py --out work_dirs/tiny --seed 0
+    chartmoe build-tiny --out work_dirs/tiny --seed 0
 """
 import argparse
 import sys

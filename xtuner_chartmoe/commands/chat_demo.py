@@ -1,6 +1,6 @@
 """Web chat demo for a merged ChartMoE release (gradio).
 
-    python tools/chat_demo.py work_dirs/chartmoe_tiny [--port 7860] \\
+    chartmoe demo work_dirs/chartmoe_tiny [--port 7860] \\
         [--examples work_dirs/tiny/data/test/test_human.json]
 
 Open http://127.0.0.1:7860, upload a chart (or click an example), ask a

@@ -1,9 +1,9 @@
 """Evaluate a ChartMoE model on ChartQA-format splits (relaxed accuracy).
 
-    python tools/eval_chartqa.py --release work_dirs/chartmoe_tiny \\
+    chartmoe eval-chartqa --release work_dirs/chartmoe_tiny \\
         --data-root work_dirs/tiny/data/test --image-folder work_dirs/tiny/data \\
         --out work_dirs/eval_tiny [--modes short pot] [--force-expert 1]
-    python tools/eval_chartqa.py --config CFG.py --checkpoint iter_N.pth ...
+    chartmoe eval-chartqa --config CFG.py --checkpoint iter_N.pth ...
     chartmoe eval-chartqa --release IDEA-FinAI/chartmoe --protocol both ...
 
 ``--release`` takes a LLaVA-family release or an InternLM-XComposer2 /

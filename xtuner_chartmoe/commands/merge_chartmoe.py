@@ -1,6 +1,6 @@
 """Merge a converted ChartMoE model into a self-contained release folder.
 
-    python tools/merge_chartmoe.py HF_DIR SAVE_DIR [--device cpu]
+    chartmoe merge HF_DIR SAVE_DIR [--device cpu]
 
 HF_DIR is the output of ``python -m xtuner.tools.model_converters.pth_to_hf``
 (``llm_adapter/`` or the LLM, ``projector/``, ``chartmoe_hf.json``). XTuner's

@@ -1,14 +1,14 @@
 """Real-architecture stand-ins: build them, run the real configs on them.
 
     # InternLM2-chat-7B / CLIP-ViT-L/14-336 widths, 2 layers each, random
-    python tools/standin.py build work_dirs/standin [--llm-layers 2]
+    chartmoe standin build work_dirs/standin [--llm-layers 2]
     # a real config, unchanged, from that folder (on a CPU: DeepSpeed ZeRO-2
     # with fp16/bf16 off, fp32 LLM, batch 1, 2 records per data set)
-    python tools/standin.py train work_dirs/standin CONFIG  # path or name
+    chartmoe standin train work_dirs/standin CONFIG  # path or name
     # any command in the stand-in environment (hub ids -> stand-ins)
-    python tools/standin.py run work_dirs/standin -- python tools/chat.py ...
+    chartmoe standin run work_dirs/standin -- chartmoe chat ...
     # full-size parameter counts of configs, built on the meta device
-    python tools/standin.py counts configs/chartmoe/internlm2_*/*.py
+    chartmoe standin counts configs/chartmoe/internlm2_*/*.py
     # InternLM-XComposer2-VL-7B and the released ChartMoE (their hub ids)
     chartmoe standin build work_dirs/standin_ixc2 --family ixc2
     chartmoe standin run work_dirs/standin_ixc2 -- chartmoe chat \

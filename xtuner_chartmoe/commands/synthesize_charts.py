@@ -1,7 +1,7 @@
 """Synthesize ChartMoE-Align style data: charts + table/JSON/code + QA.
 
-    python tools/synthesize_charts.py OUT_DIR --num-charts 1000 [--seed 0]
-    python tools/synthesize_charts.py OUT_DIR --tables my_tables/*.csv
+    chartmoe synthesize OUT_DIR --num-charts 1000 [--seed 0]
+    chartmoe synthesize OUT_DIR --tables my_tables/*.csv
 
 Writes charts/, quads/, align_{table,json,code}.json (ChartMoE format, for
 the align configs), knowledge_mmc.json (MMC-Instruct format),

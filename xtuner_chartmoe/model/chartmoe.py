@@ -68,7 +68,7 @@ class ChartMoEModel(LLaVAModel):
       connector from (align stages: the general expert).
     - ``moe_projector``: a dict that makes the connector a MoE: either
       ``dict(pretrained=PATH)`` (a folder written by
-      ``tools/build_moe_connector.py`` or ``pth_to_hf``, or ChartMoE's own
+      ``chartmoe build-moe`` or ``pth_to_hf``, or ChartMoE's own
       ``mlp_moe.pth``), or the keyword arguments of
       :func:`build_moe_projector` (``mode``, ``expert_projectors``,
       ``num_selected``, ``router_type``, ...).
@@ -236,7 +236,7 @@ class ChartMoEModel(LLaVAModel):
         (or the LLM), ``projector/`` (the MoE connector with its code,
         reloadable by ``AutoModel``), the visual encoder if trained, in
         XTuner's layout, plus ``chartmoe_hf.json`` (what
-        ``tools/merge_chartmoe.py`` needs, resolved from ``cfg``);
+        ``chartmoe merge`` needs, resolved from ``cfg``);
         ``'huggingface'`` writes a transformers-native release
         (:mod:`xtuner_chartmoe.release.hf_native`). LLaVA's ``'official'`` format
         has no place for a MoE connector."""
@@ -249,7 +249,7 @@ class ChartMoEModel(LLaVAModel):
                 f'save_format={save_format!r} is not supported by '
                 "ChartMoEModel: LLaVA's official format has a dense "
                 "mm_projector and no place for a MoE connector. Use "
-                "--save-format xtuner (then tools/merge_chartmoe.py) or "
+                "--save-format xtuner (then chartmoe merge) or "
                 '--save-format huggingface.')
         self.to_xtuner_llava(cfg, save_dir, fp32, save_pretrained_kwargs)
         manifest = {

@@ -147,7 +147,7 @@ def load_connector(path, expert_names=None):
     if osp.isdir(path):
         if not osp.isfile(osp.join(path, 'config.json')):
             raise ValueError(f'{path}: no config.json; expected a folder '
-                             'written by tools/build_moe_connector.py')
+                             'written by chartmoe build-moe')
         moe = MoEProjectorModel(MoEProjectorConfig.from_pretrained(path))
         load_checkpoint(moe, load_hf_folder_state(path), path, strict=True)
         return moe

@@ -73,12 +73,12 @@ class LLaVAChat(ChatModel):
     @classmethod
     def from_release(cls, release_dir, device=None, dtype=None):
         """Load ``llm/``, ``projector/``, ``visual_encoder/`` and
-        ``chartmoe.json`` written by ``tools/merge_chartmoe.py``."""
+        ``chartmoe.json`` written by ``chartmoe merge``."""
         manifest_path = osp.join(release_dir, RELEASE_MANIFEST)
         if not osp.isfile(manifest_path):
             raise FileNotFoundError(
                 f'{manifest_path} not found: {release_dir} is not a ChartMoE '
-                'release (write one with tools/merge_chartmoe.py)')
+                'release (write one with chartmoe merge)')
         with open(manifest_path) as f:
             manifest = json.load(f)
         device = _device(device)
