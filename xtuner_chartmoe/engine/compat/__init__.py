@@ -65,7 +65,7 @@ from ...families.llava.internlm2_generation import internlm2_generation
 from .accelerator import no_accelerator
 from .deepspeed_comm import deepspeed_gloo_gathers, deepspeed_single_process
 from .distributed import cpu_torchrun
-from .log import LOG_ENV, LOGGER  # noqa: F401
+from .log import LOG_ENV  # noqa: F401
 from .resume import resume_loader, resume_seed, trust_runner_checkpoints
 from .torchvision_schemas import torchvision_ops
 from ..user_errors import install_hook

@@ -1,7 +1,6 @@
 """DeepSpeed's communication on a CPU: one process without a launcher, and
 gloo all-gathers waited for."""
 import functools
-import inspect
 import os
 
 from .log import log
@@ -51,6 +50,8 @@ def deepspeed_gloo_gathers(module):
     uninitialised buffer of the partitions (NaN or 1e30 weights, at
     random). On gloo each all-gather is waited for
     before it returns; the handle stays valid (waiting again is free)."""
+    import inspect
+
     import torch.distributed as dist
     logged = False
 
