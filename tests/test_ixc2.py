@@ -600,13 +600,13 @@ def test_chat_left_padding_keeps_the_logits(chartmoe_chat, images):
     with positions counted from the padding (IXC2's own rotary, which
     ignores position_ids): RoPE scores depend on relative positions only
     and the padding is masked out."""
-    from xtuner_chartmoe.families.ixc2.generation import left_pad
+    from xtuner_chartmoe.families.ixc2.generation import left_pad_sequences
     chat_model = chartmoe_chat
     model = chat_model.model
     tokens, _ = chat_model.encode_images(images[:2])
     short, long = (chat_model.sequence(t, q)
                    for t, q in zip(tokens, QUESTIONS[:2]))
-    embeds, im_mask, attention = left_pad([short, long])
+    embeds, im_mask, attention = left_pad_sequences([short, long])
     assert not attention[0].all() and attention[1].all()
     assert torch.equal(im_mask[0, -short[1].shape[1]:], short[1][0])
     positions = (attention.cumsum(-1) - 1).clamp(min=0)

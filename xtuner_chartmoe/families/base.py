@@ -8,6 +8,21 @@ import abc
 import torch
 
 
+def left_pad(rows, fill=0):
+    """``[tensor [L_i, ...]]`` -> ``(batch [B, L, ...]`` with each row at
+    the right end and ``fill`` before it, ``attention_mask [B, L]`` long: 1
+    on the rows)``; the batch every family generates from."""
+    length = max(len(row) for row in rows)
+    first = rows[0]
+    batch = first.new_full((len(rows), length, *first.shape[1:]), fill)
+    mask = torch.zeros(len(rows), length, dtype=torch.long,
+                       device=first.device)
+    for i, row in enumerate(rows):
+        batch[i, length - len(row):] = row
+        mask[i, length - len(row):] = 1
+    return batch, mask
+
+
 class ChatModel(abc.ABC):
     """A chart VLM ready to answer.
 

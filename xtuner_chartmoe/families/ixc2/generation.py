@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import torch
 
+from ..base import left_pad
 from . import chartmoe_protocol
 from .modeling_vision import image_to_tensor
 from .sequence import (IMAGE_PLACEHOLDER, MAX_LENGTH, META_INSTRUCTION,
@@ -64,22 +65,12 @@ def decode_reply(tokenizer, ids, stop_token_ids=STOP_TOKEN_IDS):
     return Reply(text.split(TURN_END)[0], ids)
 
 
-def left_pad(sequences):
+def left_pad_sequences(sequences):
     """``[(inputs_embeds [1, L_i, D], im_mask [1, L_i])]`` -> one left-padded
     batch ``(inputs_embeds [B, L, D], im_mask [B, L], attention_mask [B,
     L])``: zeros, False and 0 on the padding."""
-    length = max(embeds.shape[1] for embeds, _ in sequences)
-    first = sequences[0][0]
-    inputs = first.new_zeros(len(sequences), length, first.shape[2])
-    im_mask = torch.zeros(len(sequences), length, dtype=torch.bool,
-                          device=first.device)
-    attention_mask = torch.zeros(len(sequences), length, dtype=torch.long,
-                                 device=first.device)
-    for i, (embeds, mask) in enumerate(sequences):
-        start = length - embeds.shape[1]
-        inputs[i, start:] = embeds[0]
-        im_mask[i, start:] = mask[0]
-        attention_mask[i, start:] = 1
+    inputs, attention_mask = left_pad([embeds[0] for embeds, _ in sequences])
+    im_mask, _ = left_pad([mask[0] for _, mask in sequences], False)
     return inputs, im_mask, attention_mask
 
 
@@ -93,7 +84,7 @@ def generate_replies(model, tokenizer, sequences,
     when it runs alone. Returns one :class:`Reply` per sequence."""
     if not sequences:
         return []
-    inputs_embeds, im_mask, attention_mask = left_pad(sequences)
+    inputs_embeds, im_mask, attention_mask = left_pad_sequences(sequences)
     out = model.generate(
         inputs_embeds=inputs_embeds, im_mask=im_mask,
         attention_mask=attention_mask, eos_token_id=list(stop_token_ids),

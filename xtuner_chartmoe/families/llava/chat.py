@@ -18,7 +18,7 @@ from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM,
 from xtuner.dataset.utils import expand2square
 from xtuner.utils import DEFAULT_IMAGE_TOKEN
 
-from xtuner_chartmoe.families.base import ChatModel
+from xtuner_chartmoe.families.base import ChatModel, left_pad
 from xtuner_chartmoe.families.llava.internlm2_generation import (
     fix_internlm2_generation)
 from xtuner_chartmoe.model.clip_vision_loader import load_clip_vision
@@ -183,14 +183,7 @@ class LLaVAChat(ChatModel):
             sequences.append(torch.cat(
                 [embed(ids(before)), tokens.to(embed.weight.dtype),
                  embed(ids(after))]))
-        length = max(len(s) for s in sequences)
-        inputs = embed.weight.new_zeros(len(sequences), length,
-                                        embed.weight.shape[1])
-        mask = torch.zeros(len(sequences), length, dtype=torch.long,
-                           device=self.device)
-        for i, seq in enumerate(sequences):  # left padding
-            inputs[i, length - len(seq):] = seq
-            mask[i, length - len(seq):] = 1
+        inputs, mask = left_pad(sequences)
         output = self.llm.generate(
             inputs_embeds=inputs, attention_mask=mask, do_sample=False,
             max_new_tokens=max_new_tokens, eos_token_id=self.stop_token_ids,
