@@ -25,6 +25,7 @@ from xtuner_chartmoe.families.ixc2 import (CheckpointError,
                                            generate_reply, load_ixc2,
                                            native_chat_prompt,
                                            native_segments)
+from xtuner_chartmoe.evaluation import chartmoe_reference
 from xtuner_chartmoe.families.ixc2 import chartmoe_protocol as protocol
 from xtuner_chartmoe.families.ixc2.modeling_internlm2_plora import PLoRALinear
 from xtuner_chartmoe.families.ixc2.modeling_vision import (
@@ -343,11 +344,11 @@ def test_native_chat_format(chartmoe):
 
 def test_pot_extraction_and_answer():
     reply = 'Steps:\n```python\nx = 3\nprint(x > 2)\n```\n```python\n1\n```'
-    assert protocol.extract_program(reply) == '\nx = 3\nprint(x > 2)\n'
-    assert protocol.extract_program('print(4)') == 'print(4)'
-    assert protocol.pot_answer('True\n') == 'Yes'
-    assert protocol.pot_answer('False, True\n') == 'No, Yes'
-    assert protocol.pot_answer(None) == 'error running...'
+    assert chartmoe_reference.extract_program(reply) == '\nx = 3\nprint(x > 2)\n'
+    assert chartmoe_reference.extract_program('print(4)') == 'print(4)'
+    assert chartmoe_reference.pot_answer('True\n') == 'Yes'
+    assert chartmoe_reference.pot_answer('False, True\n') == 'No, Yes'
+    assert chartmoe_reference.pot_answer(None) == 'error running...'
 
 
 @pytest.mark.parametrize('prediction, labels, ref, ours', [
@@ -366,14 +367,14 @@ def test_pot_extraction_and_answer():
     ('Peru', 'Chile', False, False),
 ])
 def test_reference_scorer_against_ours(prediction, labels, ref, ours):
-    assert protocol.relaxed_score(prediction, labels) is ref
+    assert chartmoe_reference.relaxed_score(prediction, labels) is ref
     assert relaxed_correct(prediction, labels) is ours
 
 
 def test_reference_scorer_tolerances():
-    assert not protocol.relaxed_acc('11', '10', 0.05)
-    assert protocol.relaxed_acc('11', '10', 0.1)
-    assert protocol.relaxed_acc('1.2.3', '1.2.3')  # no float: text equality
+    assert not chartmoe_reference.relaxed_acc('11', '10', 0.05)
+    assert chartmoe_reference.relaxed_acc('11', '10', 0.1)
+    assert chartmoe_reference.relaxed_acc('1.2.3', '1.2.3')  # no float: text equality
 
 
 # --- generation ----------------------------------------------------------------
@@ -566,7 +567,7 @@ def test_chat_answers_batched_as_one_by_one_as_chartmoe_answer(
     step (prefill and cached decode steps under the padding mask)."""
     chat_model = chartmoe_chat
     model, tokenizer = chat_model.model, chat_model.tokenizer
-    questions = [protocol.SHORT_ANSWER_INSTRUCTION + q for q in QUESTIONS]
+    questions = [chartmoe_reference.SHORT_ANSWER_INSTRUCTION + q for q in QUESTIONS]
     lengths = {len(tokenizer(protocol.PROMPT_TEMPLATE.format(q),
                              add_special_tokens=False)['input_ids'])
                for q in questions}

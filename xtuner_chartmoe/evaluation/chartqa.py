@@ -46,7 +46,7 @@ def chartmoe_protocol(pot_idx=0):
     reproduced checkpoint's numbers), its code extraction, True/False ->
     Yes/No, its relaxed accuracy (first number, yes/no and substring
     rules; an empty answer can count as right there)."""
-    from ..families.ixc2 import chartmoe_protocol as ref
+    from . import chartmoe_reference as ref
     instruction = {'short': ref.SHORT_ANSWER_INSTRUCTION,
                    'pot': ref.POT_INSTRUCTIONS[pot_idx]}
     return Protocol(f'chartmoe (pot_idx {pot_idx})',

@@ -105,7 +105,7 @@ class IXC2Chat(ChatModel):
     (``routing``: the MoE connector's ``RouterOutput`` over ``[B, 1225]``,
     None for IXC2's dense ``vision_proj``). ``answer(images, questions,
     max_new_tokens=500, return_routing=False)``: ``questions`` already
-    carry the task prompt (e.g. ``chartmoe_protocol.SHORT_ANSWER_INSTRUCTION
+    carry the task prompt (e.g. ``chartmoe_reference.SHORT_ANSWER_INSTRUCTION
     + question``). ``report``: the loader's :class:`~.checkpoint.
     IXC2LoadReport` (None when built from a model).
     """

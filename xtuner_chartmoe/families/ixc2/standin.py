@@ -23,9 +23,9 @@ import shutil
 
 import torch
 
-from xtuner_chartmoe.devkit.standin import add_to_hub_cache, build_internlm2_tokenizer
-
-from .chartmoe_protocol import POT_INSTRUCTIONS, SHORT_ANSWER_INSTRUCTION
+from ...devkit.standin import add_to_hub_cache, build_internlm2_tokenizer
+from ...evaluation.chartmoe_reference import (POT_INSTRUCTIONS,
+                                              SHORT_ANSWER_INSTRUCTION)
 from .checkpoint import save_released
 from .configuration_ixc2 import IXC2_VL_7B, IXC2Config
 from .modeling_ixc2 import IXC2ForCausalLM
