@@ -12,8 +12,9 @@ Public API:
   :func:`chat` (IXC2's native chat), :func:`chartmoe_answer` (ChartMoE's
   evaluation protocol), :func:`generate_reply`.
 - Sequences: :func:`native_chat_prompt`, :func:`native_segments`,
-  :func:`embed_segments`, :class:`ImageSlot`; ChartMoE's prompts, layout
-  and scorer in :mod:`.chartmoe_protocol`.
+  :func:`embed_segments`, :class:`ImageSlot`; ChartMoE's inference layout
+  and prompts in :mod:`.chartmoe_protocol` (its scorer:
+  ``xtuner_chartmoe.evaluation.chartmoe_reference``).
 - :class:`IXC2Chat` (the family's :class:`~..base.ChatModel`:
   ``from_pretrained(source, device=None, dtype=None, allow_partial=False)``,
   ``encode_images``, batched ``answer`` with ChartMoE's protocol,
