@@ -147,14 +147,14 @@ def evaluate(chat, split_files, image_folder, out_dir, modes=('short', 'pot'),
     if 'pot' in modes:  # fail before generating, not after
         require()
     os.makedirs(out_dir, exist_ok=True)
+    splits = {split: load_split(path) for split, path in split_files.items()}
     results, texts = {}, []
     for protocol in protocols:
         suffix = '' if protocol is OURS else '_' + protocol.name.split()[0]
         results[protocol.name] = {}
         for mode in modes:
             correct = {}
-            for split, path in split_files.items():
-                entries = load_split(path)
+            for split, entries in splits.items():
                 # the same prompt as ours: the same replies, one cache
                 asked = '' if protocol.prompt(mode, '?') == OURS.prompt(
                     mode, '?') else suffix
