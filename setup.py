@@ -70,18 +70,21 @@ class EditableWheelWithStartUpFile(editable_wheel):
     site-packages (setuptools writes namespace ``.pth`` files there the same
     way)."""
 
+    def run(self):
+        if not hasattr(editable_wheel, '_install_namespaces'):
+            import setuptools
+            raise RuntimeError(
+                f'setuptools {setuptools.__version__} has no editable_wheel.'
+                '_install_namespaces, through which an editable install '
+                'ships the start-up file; build with setuptools 64 to 84.2.1 '
+                '(tested)')
+        super().run()
+
     def _install_namespaces(self, installation_dir, pth_prefix):
         super()._install_namespaces(installation_dir, pth_prefix)
         shutil.copyfile(os.path.join(HERE, START_UP_FILE),
                         os.path.join(installation_dir, START_UP_FILE))
 
-
-if not hasattr(editable_wheel, '_install_namespaces'):
-    import setuptools
-    raise RuntimeError(
-        f'setuptools {setuptools.__version__} has no editable_wheel.'
-        '_install_namespaces, through which an editable install ships the '
-        'start-up file; build with setuptools 64 to 84.2.1 (tested)')
 
 setup(
     name='xtuner-chartmoe',
