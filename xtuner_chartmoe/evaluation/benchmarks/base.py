@@ -1,0 +1,125 @@
+"""The benchmark seam: a benchmark is one module that says how its files
+are read (every format users download it in), how a question is asked (per
+answer mode and protocol) and how replies are scored (its own metric, with
+per-category rows). Generation, prediction caches, PoT in the sandbox and
+the results files are the shared runner's (:mod:`.runner`).
+
+A benchmark module defines a :class:`Benchmark` subclass and registers it
+in :data:`BENCHMARKS`; ``chartmoe eval --list`` lists them."""
+import abc
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from mmengine.registry import Registry
+
+from ...dataset.hub_files import data_files, read_records
+from ...engine.user_errors import UserError
+
+BENCHMARKS = Registry('chartmoe benchmark',
+                      locations=['xtuner_chartmoe.evaluation.benchmarks'])
+
+
+class SchemaError(UserError):
+    """A data file that is not one of a benchmark's formats: the message
+    names the file, the fields found and the fields each format expects."""
+
+
+@dataclass
+class Sample:
+    """One question of a benchmark.
+
+    ``uid``: stable key within its split (prediction caches use it);
+    ``split``: the split it is reported under; ``image``: what
+    :func:`~xtuner_chartmoe.dataset.hub_files.open_image` opens (a resolved
+    path, the hub's ``{'bytes', 'path'}`` dict, bytes or a PIL image);
+    ``question``: the benchmark's text, before any prompt; ``labels``: the
+    accepted answers; ``category``: per-category rows (e.g. chart type),
+    '' for none; ``meta``: what the scorer needs besides (e.g. the pair a
+    judgement belongs to).
+    """
+    uid: str
+    split: str
+    image: object
+    question: str
+    labels: tuple
+    category: str = ''
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Format:
+    """One way a benchmark is distributed.
+
+    ``name`` (e.g. ``'HuggingFaceM4/ChartQA parquet'``), ``fields`` every
+    record has, ``files`` (what the user points ``--data`` at, for
+    ``--list``), ``to_samples(records, file, image_folder) -> [Sample]``.
+    """
+    name: str
+    fields: tuple
+    files: str
+    to_samples: Callable
+
+    def matches(self, record):
+        return set(self.fields) <= set(record)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How a question is asked and a reply read and scored.
+
+    ``prompt(mode, question) -> text`` (the model adds its chat format);
+    ``extract_program(reply) -> code`` and ``pot_answer(stdout or None for a
+    failed program) -> answer`` for PoT; ``correct(answer, labels, ...)``:
+    the benchmark's per-answer rule under this protocol (None where the
+    benchmark's scorer needs no per-answer rule).
+    """
+    name: str
+    prompt: Callable
+    extract_program: Optional[Callable] = None
+    pot_answer: Optional[Callable] = None
+    correct: Optional[Callable] = None
+
+
+class Benchmark(abc.ABC):
+    """A benchmark: ``load(path, image_folder) -> [Sample]`` (any of
+    ``formats``; :class:`SchemaError` for a file of none),
+    ``protocols`` (name -> :class:`Protocol`, the first the default),
+    ``modes`` (answer modes it is run in; ``'pot'`` where PoT applies) and
+    ``score(samples, answers, protocol) -> (rows, table)``: ``rows`` one dict
+    per sample (``correct`` and whatever explains it), ``table`` ``{row
+    name: {column: value}}`` (splits / categories x the benchmark's
+    metrics)."""
+
+    name = None
+    title = None
+    formats = ()
+    modes = ('short',)
+    protocols = {}
+
+    def format_of(self, records, file):
+        """The format of ``file`` (by its first record)."""
+        if not records:
+            raise SchemaError(f'{file}: no records')
+        for fmt in self.formats:
+            if fmt.matches(records[0]):
+                return fmt
+        expected = '; '.join(f'{fmt.name}: {sorted(fmt.fields)}'
+                             for fmt in self.formats)
+        raise SchemaError(
+            f'{file}: not a {self.title} file: fields found '
+            f'{sorted(records[0])}, expected {expected}')
+
+    def load(self, path, image_folder=None):
+        """Every sample of the data file or folder ``path``."""
+        samples = []
+        for file in data_files(path):
+            records = read_records(file)
+            samples += self.format_of(records, file).to_samples(
+                records, file, image_folder)
+        if not samples:
+            raise SchemaError(f'{path}: no {self.title} data file found')
+        return samples
+
+    @abc.abstractmethod
+    def score(self, samples, answers, protocol):
+        """-> (per-sample rows, ``{row: {column: value}}`` table)."""
