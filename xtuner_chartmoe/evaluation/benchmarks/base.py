@@ -4,15 +4,19 @@ answer mode and protocol) and how replies are scored (its own metric, with
 per-category rows). Generation, prediction caches, PoT in the sandbox and
 the results files are the shared runner's (:mod:`.runner`).
 
-A benchmark module defines a :class:`Benchmark` subclass and registers it
-in :data:`BENCHMARKS`; ``chartmoe eval --list`` lists them."""
+A benchmark module in this package defines a :class:`Benchmark` subclass
+and registers it in :data:`BENCHMARKS` under its ``name``
+(``@BENCHMARKS.register_module(name='chartqa')``); every module here is
+imported by :func:`~xtuner_chartmoe.evaluation.benchmarks.registered`, so
+``chartmoe eval NAME`` runs it and ``chartmoe eval --list`` lists it."""
 import abc
+import os.path as osp
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from mmengine.registry import Registry
 
-from ...dataset.hub_files import data_files, read_records
+from ...dataset.hub_files import data_files, parquet_split, read_records
 from ...engine.user_errors import UserError
 
 BENCHMARKS = Registry('chartmoe benchmark',
@@ -71,30 +75,39 @@ class Protocol:
     ``extract_program(reply) -> code`` and ``pot_answer(stdout or None for a
     failed program) -> answer`` for PoT; ``correct(answer, labels, ...)``:
     the benchmark's per-answer rule under this protocol (None where the
-    benchmark's scorer needs no per-answer rule).
+    benchmark's scorer needs no per-answer rule); ``about``: one line for
+    ``chartmoe eval --list`` (whose evaluation it reproduces).
     """
     name: str
     prompt: Callable
     extract_program: Optional[Callable] = None
     pot_answer: Optional[Callable] = None
     correct: Optional[Callable] = None
+    about: str = ''
 
 
 class Benchmark(abc.ABC):
     """A benchmark: ``load(path, image_folder) -> [Sample]`` (any of
     ``formats``; :class:`SchemaError` for a file of none),
-    ``protocols`` (name -> :class:`Protocol`, the first the default),
-    ``modes`` (answer modes it is run in; ``'pot'`` where PoT applies) and
-    ``score(samples, answers, protocol) -> (rows, table)``: ``rows`` one dict
-    per sample (``correct`` and whatever explains it), ``table`` ``{row
-    name: {column: value}}`` (splits / categories x the benchmark's
-    metrics)."""
+    ``protocols`` (name -> :class:`Protocol` of that name, the first the
+    default), ``modes`` (answer modes it is run in; ``'pot'`` where PoT
+    applies) and ``score(samples, answers, protocol) -> (rows, table)``:
+    ``rows`` one dict per sample (``correct`` and whatever explains it),
+    ``table`` ``{row name: {column: value}}`` (splits / categories x the
+    benchmark's metrics; JSON-ready: string keys, numbers).
+
+    ``title``: the benchmark's name for people (with its paper);
+    ``metric``: what the table's values are (e.g. ``'relaxed accuracy
+    (%)'``); ``eval_split``: the split of the hub's parquet shards
+    (``data/<split>-*.parquet``) evaluated when a folder holds several."""
 
     name = None
     title = None
+    metric = ''
     formats = ()
     modes = ('short',)
     protocols = {}
+    eval_split = 'test'
 
     def format_of(self, records, file):
         """The format of ``file`` (by its first record)."""
@@ -109,17 +122,45 @@ class Benchmark(abc.ABC):
             f'{file}: not a {self.title} file: fields found '
             f'{sorted(records[0])}, expected {expected}')
 
+    def files(self, path):
+        """The data files of ``path``: itself if a file; in a folder every
+        data file (:func:`~xtuner_chartmoe.dataset.hub_files.data_files`),
+        of hub parquet shards only those of ``eval_split`` when shards of
+        several splits are there (``data/{train,val,test}-*.parquet``)."""
+        files = data_files(path)
+        if osp.isfile(path):
+            return files
+        splits = {parquet_split(f) for f in files if f.endswith('.parquet')}
+        splits.discard(None)
+        if len(splits) < 2:
+            return files
+        if self.eval_split not in splits:
+            raise SchemaError(f'{path}: parquet shards of the splits '
+                              f'{sorted(splits)}, none of {self.eval_split!r}')
+        return [f for f in files if not f.endswith('.parquet')
+                or parquet_split(f) in (None, self.eval_split)]
+
     def load(self, path, image_folder=None):
-        """Every sample of the data file or folder ``path``."""
+        """Every sample of the data file or folder ``path`` (each record
+        checked against its file's format first)."""
         samples = []
-        for file in data_files(path):
+        for file in self.files(path):
             records = read_records(file)
-            samples += self.format_of(records, file).to_samples(
-                records, file, image_folder)
+            fmt = self.format_of(records, file)
+            for i, record in enumerate(records):
+                if not fmt.matches(record):
+                    raise SchemaError(
+                        f'{file}[{i}]: fields found {sorted(record)}, '
+                        f'expected {fmt.name}: {sorted(fmt.fields)}')
+            samples += fmt.to_samples(records, file, image_folder)
         if not samples:
             raise SchemaError(f'{path}: no {self.title} data file found')
         return samples
 
     @abc.abstractmethod
     def score(self, samples, answers, protocol):
-        """-> (per-sample rows, ``{row: {column: value}}`` table)."""
+        """-> (per-sample rows, ``{row: {column: value}}`` table).
+
+        ``answers[i]`` is the answer to ``samples[i]`` (a PoT program's
+        output under PoT), or None where the sample got none (its image
+        could not be read): the scorer counts such a sample wrong."""
