@@ -18,6 +18,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 
 class PLoRALinear(nn.Linear):
@@ -214,6 +215,8 @@ class InternLM2PLoRAModel(nn.Module):
     attention_mask [B, past + L] or None, position_ids [B, L] or None,
     cache)`` -> final hidden states ``[B, L, D]`` (``cache`` extended in
     place). ``im_mask`` None or all False: no PLoRA delta anywhere.
+    ``gradient_checkpointing``: in training, recompute each layer in the
+    backward pass instead of keeping its activations (no cache then).
     """
 
     def __init__(self, config):
@@ -225,6 +228,7 @@ class InternLM2PLoRAModel(nn.Module):
         self.layers = nn.ModuleList(InternLM2DecoderLayer(config, i)
                                     for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.gradient_checkpointing = False
 
     def forward(self, inputs_embeds, im_mask=None, attention_mask=None,
                 position_ids=None, cache=None):
@@ -242,5 +246,9 @@ class InternLM2PLoRAModel(nn.Module):
                                  device)
         h = inputs_embeds
         for layer in self.layers:
-            h = layer(h, cos, sin, im_mask, mask, cache)
+            if self.gradient_checkpointing and self.training:
+                h = checkpoint(layer, h, cos, sin, im_mask, mask, None,
+                               use_reentrant=False)
+            else:
+                h = layer(h, cos, sin, im_mask, mask, cache)
         return self.norm(h)
