@@ -26,7 +26,15 @@ xtuner_chartmoe.apps.lmms``) holds ``chartqa_local``: ChartQA-format splits
 (``imgname``, ``query``, ``label``; our synthesis's ``test/test_*.json`` or
 ChartQA's own) under ``test/`` of the directory lmms-eval runs in, images in
 ``test/png/`` or at ``imgname`` itself, scored by lmms-eval's own ChartQA
-metric, with each sample's routing in the logged samples.
+metric, with each sample's routing in the logged samples; and
+``chart_benchmarks``: ``chartbench``, ``chartfc``, ``chartcheck`` (the group
+of ``chartcheck_test_one`` and ``chartcheck_test_two``) and ``plotqa``, read
+and scored by the benchmarks of ``chartmoe eval``
+(:mod:`xtuner_chartmoe.evaluation.benchmarks`) from ``ChartBench/``,
+``ChartFC/``, ``ChartCheck/`` and ``PlotQA/`` of the directory lmms-eval
+runs in (the files each reads: ``lmms_tasks/chart_benchmarks/utils.py``).
+MME and MMBench run through lmms-eval's own tasks (``--tasks
+mme,mmbench_en_dev``).
 """
 import contextlib
 import os
