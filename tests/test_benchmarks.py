@@ -22,7 +22,7 @@ from xtuner_chartmoe.evaluation.benchmarks.base import SchemaError
 from xtuner_chartmoe.evaluation.benchmarks.chartbench import (
     Judgement, chartbench_relaxed, prompt)
 from xtuner_chartmoe.evaluation.benchmarks.claims import (
-    verdict, verification_scores)
+    read_with, verdict, verification_scores)
 from xtuner_chartmoe.evaluation.benchmarks.runner import run
 from xtuner_chartmoe.families.base import ChatModel
 
@@ -250,6 +250,17 @@ def test_verification_scores_macro_f1_as_scikit_learn():
                       'F1 supports': 100.0, 'F1 refutes': 0.0, 'unparsed': 1}
 
 
+def test_claim_prompt_and_the_authors_exact_rule():
+    bench = get_benchmark('chartcheck')
+    ours, exact = bench.protocols['ours'], bench.protocols['exact']
+    assert ours.prompt('short', 'A is high.') == (
+        'is the following claim supported by the chart: A is high. (Yes/No)')
+    assert [read_with(exact, a) for a in ('Yes', 'No', 'yes', 'Yes.')] == [
+        True, False, None, None]
+    assert [read_with(ours, a) for a in ('Yes', 'No', 'yes', 'Yes.')] == [
+        True, False, True, True]
+
+
 def test_chartbench_relaxed_is_called_as_chartbench_calls_it():
     """stat_all_metric.py passes the model's answer as the target: the 5 %
     are of the answer, 'x%' answers also match x/100, an answer of 0
@@ -407,8 +418,9 @@ def test_a_file_of_another_benchmark_is_named(tmp_path):
       'chartbench': {'Acc+': 200 / 3, 'NQA': 100.0}}),
     ('chartfc', chartfc_replica, CHARTFC_REPLIES, ('ours',),
      {'ours': {'accuracy': 100 / 3, 'unparsed': 1}}),
-    ('chartcheck', chartcheck_replica, CHARTCHECK_REPLIES, ('ours',),
-     {'ours': {'accuracy': 100.0, 'macro F1': 100.0}}),
+    ('chartcheck', chartcheck_replica, CHARTCHECK_REPLIES, ('ours', 'exact'),
+     {'ours': {'accuracy': 100.0, 'macro F1': 100.0},
+      'exact': {'accuracy': 0.0, 'unparsed': 2}}),
     ('plotqa', plotqa_replica, PLOTQA_REPLIES, ('ours',),
      {'ours': {'accuracy': 200 / 3, 'n': 3}}),
 ])
@@ -423,6 +435,10 @@ def test_runner_end_to_end(tmp_path, name, replica, replies, protocols,
         first = next(iter(results['scores'][protocol]['short'].values()))
         assert first == pytest.approx({**first, **values})
     assert bench.title in text
+    if name == 'chartbench':  # its prompts by kind of question
+        assert sum('Please answer yes or no.' in p for p in chat.prompts) == 6
+        assert sum(p.startswith('Answer the question using a single word')
+                   for p in chat.prompts) == 2
     # one generation served every protocol (the same prompts)
     assert len(chat.prompts) == sum(results['samples'].values())
     rows = [json.loads(line) for f in sorted(out.glob('answers_*_short.jsonl'))

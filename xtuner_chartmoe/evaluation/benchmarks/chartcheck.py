@@ -6,9 +6,11 @@ real-world charts (Wikimedia Commons), true or false, with two test sets
 accuracy per test set, as the paper and ChartMoE (arXiv 2409.03277) report
 it, and macro F1, which the authors' scripts compute beside it
 (``classification_explanation_flanT5.py``, ``table_based_classification.py``
-in github.com/mubasharaak/ChartCheck). Scored by
-:class:`~.claims.ClaimVerification`; the explanations are not scored; no
-PoT.
+in github.com/mubasharaak/ChartCheck). Asked with the authors' zero-shot
+prompt for chart models (``matcha_0_shot_baseline.py``) and scored by
+:class:`~.claims.ClaimVerification` under ``ours`` (the reply's first word)
+or ``exact`` (that baseline's exact match with Yes / No); the explanations
+are not scored; no PoT.
 
 Format, as the authors distribute it (read from that repository:
 ``data/ChartCheck_final/validation.json`` and the scripts' file names

@@ -4,7 +4,9 @@ arXiv 2301.11843): a claim (from TabFact) verified against a bar chart,
 supports or refutes; accuracy (what the paper reports: ChartBERT 63.8 %)
 and macro F1 (which its code, ``code/main.py`` in github.com/mubasharaak/
 ChartFC_chartBERT, reports beside it, with scikit-learn). Scored by
-:class:`~.claims.ClaimVerification`; no PoT (a verdict is not computed).
+:class:`~.claims.ClaimVerification` (prompt and protocols as ChartCheck's,
+by the same authors; ChartFC's models are classifiers with no prompt); no
+PoT (a verdict is not computed).
 
 Format, as the authors distribute it (read from ``code/utils.py`` and
 ``configs/config.py`` of that repository; its data folder is not in it and

@@ -9,8 +9,10 @@ positive verdict; ``no`` / ``false`` / ``refutes`` / ``refuted`` /
 ``refute`` / ``incorrect`` / ``wrong`` / ``not`` a negative one; any other
 first word (``"The claim is true"``) or an empty reply is no verdict and is
 scored wrong (counted in the ``unparsed`` column). The benchmarks' own code
-reads replies more loosely (ChartBench: "yes" anywhere in the reply means
-yes, anything else no; see its protocol in :mod:`.chartbench`).
+reads replies otherwise: ChartBench, "yes" anywhere in the reply means yes,
+anything else no (its protocol in :mod:`.chartbench`); the ChartCheck
+authors' zero-shot baseline, the reply exactly "Yes" or "No" (protocol
+``exact`` here).
 
 Scoring a claim-verification split (:func:`verification_scores`): accuracy
 and macro F1 over the classes that occur in the gold labels or the
@@ -64,19 +66,38 @@ def verification_scores(gold, predicted):
 
 
 def claim_prompt(mode, claim):
-    """The question a claim is verified by (neither ChartFC nor ChartCheck
-    publishes one for generative models): ChartBench's yes/no judgement
-    style (IDEA-FinAI/ChartBench ``Repos/utils.py``, ``prompt_v1``), which
-    the ChartMoE authors evaluate their models with, asked of the claim."""
-    return ('Question: Is the following claim about the chart correct? '
-            f'{claim} Please answer yes or no. Answer:')
+    """The question a claim is verified by: the ChartCheck authors'
+    zero-shot prompt for a chart model (github.com/mubasharaak/ChartCheck,
+    ``matcha_0_shot_baseline.py``, labels Yes / No); ChartFC, by the same
+    authors, publishes none for generative models."""
+    return f'is the following claim supported by the chart: {claim} (Yes/No)'
 
 
-CLAIM_PROTOCOL = Protocol(
-    'ours', claim_prompt, correct=lambda answer, labels: verdict(answer) is (
-        labels[0] == CLASSES[True]),
-    about='yes/no judgement of the claim, first word of the reply; '
-    'accuracy and macro F1')
+def _claim_rule(read):
+    """``correct(answer, labels)`` from ``read(answer) -> bool or None``."""
+    return lambda answer, labels: read(answer) is (labels[0] == CLASSES[True])
+
+
+PROTOCOLS = (
+    Protocol('ours', claim_prompt, correct=_claim_rule(verdict),
+             about="the reply's first word as the verdict; accuracy and "
+             'macro F1'),
+    Protocol('exact', claim_prompt, correct=_claim_rule(
+        lambda answer: {'Yes': True, 'No': False}.get(answer)),
+             about="the ChartCheck authors' zero-shot baseline "
+             '(matcha_0_shot_baseline.py): the reply exactly Yes or No'),
+)
+
+
+def read_with(protocol, answer):
+    """The verdict ``protocol`` reads in ``answer`` (True, False or None),
+    through its ``correct`` rule."""
+    if answer is None:
+        return None
+    for said in (True, False):
+        if protocol.correct(answer, (CLASSES[said],)):
+            return said
+    return None
 
 
 def split_of(file):
@@ -123,7 +144,7 @@ class ClaimVerification(Benchmark):
     split: accuracy, macro F1, F1 per class (%), unparsed replies."""
 
     metric = 'claim verification (%)'
-    protocols = {CLAIM_PROTOCOL.name: CLAIM_PROTOCOL}
+    protocols = {p.name: p for p in PROTOCOLS}
 
     def files(self, path):
         """In a folder, its test files (``*test*``) when it has any (the
@@ -137,7 +158,7 @@ class ClaimVerification(Benchmark):
     def score(self, samples, answers, protocol):
         rows, by_split = [], {}
         for sample, answer in zip(samples, answers):
-            said = None if answer is None else verdict(answer)
+            said = read_with(protocol, answer)
             gold = sample.labels[0] == CLASSES[True]
             rows.append({'claim': sample.question, 'label': sample.labels[0],
                          'verdict': None if said is None else CLASSES[said],
