@@ -118,8 +118,9 @@ class PlotQA(Benchmark):
 
     def score(self, samples, answers, protocol):
         """Rows ``{question, label, template, type, correct}``; table rows
-        per version, template and plot type: accuracy (%) and count."""
-        rows, groups = [], defaultdict(list)
+        per version, then template, then plot type: accuracy (%) and
+        count."""
+        rows, groups = [], [defaultdict(list) for _ in range(3)]
         for sample, answer in zip(samples, answers):
             ok = answer is not None and bool(protocol.correct(
                 answer, list(sample.labels), 0.05))
@@ -127,8 +128,9 @@ class PlotQA(Benchmark):
                          'label': sample.labels[0],
                          'template': sample.category,
                          'type': sample.meta['type'], 'correct': ok})
-            for key in (sample.split, sample.category, sample.meta['type']):
+            for group, key in zip(groups, (
+                    sample.split, sample.category, sample.meta['type'])):
                 if key:
-                    groups[key].append(ok)
+                    group[key].append(ok)
         return rows, {key: {'accuracy': 100.0 * sum(v) / len(v), 'n': len(v)}
-                      for key, v in groups.items()}
+                      for group in groups for key, v in sorted(group.items())}
