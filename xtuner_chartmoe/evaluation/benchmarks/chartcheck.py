@@ -1,14 +1,12 @@
 """ChartCheck (Akhtar, Subedi, Gupta, Tahmasebi, Cocarascu and Simperl,
 "ChartCheck: Explainable Fact-Checking over Real-World Chart Images",
-Findings of ACL 2024, arXiv 2311.07453): human-written claims about
-real-world charts (Wikimedia Commons), true or false, with two test sets
-(test set one: charts seen in training; test set two: unseen charts);
-accuracy per test set, as the paper and ChartMoE (arXiv 2409.03277) report
-it, and macro F1, which the authors' scripts compute beside it
-(``classification_explanation_flanT5.py``, ``table_based_classification.py``
-in github.com/mubasharaak/ChartCheck). Asked with the authors' zero-shot
-prompt for chart models (``matcha_0_shot_baseline.py``) and scored by
-:class:`~.claims.ClaimVerification` under ``ours`` (the reply's first word)
+arXiv 2311.07453): human-written claims about real-world charts (Wikimedia
+Commons), true or false, with two test sets; accuracy per test set, as
+ChartMoE (arXiv 2409.03277) reports it, and macro F1, which the authors'
+scripts compute beside it (``classification_explanation_flanT5.py``,
+``table_based_classification.py`` in github.com/mubasharaak/ChartCheck).
+Asked with the authors' zero-shot prompt for chart models
+(``matcha_0_shot_baseline.py``) and scored by :class:`~.claims.ClaimVerification` under ``ours`` (the reply's first word)
 or ``exact`` (that baseline's exact match with Yes / No); the explanations
 are not scored; no PoT.
 
