@@ -6,7 +6,8 @@ ChartMoE (arXiv 2409.03277) reports it, and macro F1, which the authors'
 scripts compute beside it (``classification_explanation_flanT5.py``,
 ``table_based_classification.py`` in github.com/mubasharaak/ChartCheck).
 Asked with the authors' zero-shot prompt for chart models
-(``matcha_0_shot_baseline.py``) and scored by :class:`~.claims.ClaimVerification` under ``ours`` (the reply's first word)
+(``matcha_0_shot_baseline.py``) and scored by
+:class:`~.claims.ClaimVerification` under ``ours`` (the reply's first word)
 or ``exact`` (that baseline's exact match with Yes / No); the explanations
 are not scored; no PoT.
 
