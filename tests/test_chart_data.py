@@ -293,6 +293,7 @@ def test_dataset_skips_or_stops_on_bad_records(workspace, tmp_path):
     assert f'{data}[4]: turn 0 has an empty answer' in message
     assert f"{data}[5]: cannot be mapped (KeyError: 'robot')" in message
     (tmp_path / 'notjson.json').write_text('{oops')
-    with pytest.raises(ValueError, match='notjson.json: not valid JSON'):
+    with pytest.raises(ValueError,
+                       match='notjson.json: not a readable .json file'):
         ChartLLaVADataset(**dict(kwargs, data_path=str(
             tmp_path / 'notjson.json')))

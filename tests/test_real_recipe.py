@@ -38,6 +38,7 @@ FULL_SIZE = {
     'align_json_e1_gpu8': (LLM + VISION + DENSE, DENSE),
     'align_code_e1_gpu8': (LLM + VISION + DENSE, DENSE),
     'lora_e1_gpu8_sft': (LLM + LORA + VISION + MOE, LORA + MOE),
+    'lora_e1_gpu8_sft_hub': (LLM + LORA + VISION + MOE, LORA + MOE),
     'qlora_e1_gpu8_sft': (LLM + LORA + VISION + MOE, LORA + MOE),
     'lora_e1_gpu8_knowledge': (LLM + LORA + VISION + MOE, LORA + MOE),
     'clipmoe_lora_e1_gpu8_sft': (LLM + LORA + CLIP_MOE + MOE,

@@ -1,11 +1,13 @@
 """XTuner dataset map-fns for chart data (use as ``dataset_map_fn``).
 
 Each maps one raw record to XTuner's ``{'conversation': [{'input', 'output'}],
-'image': str}``; the image token is ``<image>`` at the start of the first
-input, as XTuner's ``llava_map_fn`` produces. Prompts follow the ChartMoE
-evaluation (its ``eval_ChartQA.py``): short answers are asked with
-``'Answer the question using a single word or phrase.'``, program-of-thought
-answers with ``'Please give the program of thought in python code. ...'``.
+'image': ...}``, the image as the record holds it (a path, or the image
+embedded in a hub parquet file, which ``ChartLLaVADataset`` opens); the
+image token is ``<image>`` at the start of the first input, as XTuner's
+``llava_map_fn`` produces. Prompts follow the ChartMoE evaluation (its
+``eval_ChartQA.py``): short answers are asked with ``'Answer the question
+using a single word or phrase.'``, program-of-thought answers with
+``'Please give the program of thought in python code. ...'``.
 """
 from xtuner.utils import DEFAULT_IMAGE_TOKEN
 
@@ -43,14 +45,50 @@ def chartmoe_map_fn(example):
     return {'conversation': conversation, 'image': images}
 
 
+def _chartqa_fields(example):
+    """``(image, question, answer)`` of a ChartQA record in any of the
+    formats it is downloaded in (ChartQA, Masry et al., Findings of ACL
+    2022, arXiv 2203.10244; https://github.com/vis-nlp/ChartQA):
+
+    - the GitHub JSON (``ChartQA Dataset/{train,val,test}/*.json``):
+      ``imgname`` (a file of the split's ``png/`` folder), ``query``,
+      ``label`` (a string);
+    - ``HuggingFaceM4/ChartQA`` (hub parquet, its dataset card at
+      https://huggingface.co/datasets/HuggingFaceM4/ChartQA): ``image`` (the
+      ``datasets`` Image feature, embedded), ``query``, ``label`` (a list of
+      strings; the first is taken), ``human_or_machine`` (0 human, 1
+      machine; not needed here);
+    - ``lmms-lab/ChartQA`` (hub parquet, test split only; its dataset card
+      at https://huggingface.co/datasets/lmms-lab/ChartQA and lmms-eval's
+      ``tasks/chartqa/utils.py``): ``type`` (``human_test`` / ``augmented_test``),
+      ``question``, ``answer``, ``image`` (embedded).
+    """
+    if 'query' in example and 'label' in example:
+        question, answer = example['query'], example['label']
+    elif 'question' in example and 'answer' in example:
+        question, answer = example['question'], example['answer']
+    else:
+        raise ValueError(
+            f'not a ChartQA record: fields {sorted(example)}; expected '
+            'imgname|image, query, label or image, question, answer')
+    if isinstance(answer, list):  # HuggingFaceM4/ChartQA: a list of labels
+        answer = answer[0]
+    return _chartqa_image(example), question, str(answer)
+
+
+def _chartqa_image(example):
+    """The image of a ChartQA record: ``imgname`` (GitHub JSON) or
+    ``image`` (hub parquet), passed on as is (a path or embedded)."""
+    return example['imgname'] if 'imgname' in example else example['image']
+
+
 def chartqa_map_fn(example):
-    """ChartQA (``imgname``, ``query``, ``label``): short answer."""
-    label = example['label']
-    if isinstance(label, list):  # some splits hold a list of labels
-        label = label[0]
+    """A ChartQA record (any format of :func:`_chartqa_fields`): the short
+    answer prompt, the first label as the answer."""
+    image, question, answer = _chartqa_fields(example)
     return {'conversation': [{
-        'input': _with_image(SHORT_ANSWER_PROMPT + example['query']),
-        'output': str(label)}], 'image': example['imgname']}
+        'input': _with_image(SHORT_ANSWER_PROMPT + question),
+        'output': answer}], 'image': image}
 
 
 def chartqa_pot_map_fn(example):
@@ -58,11 +96,16 @@ def chartqa_pot_map_fn(example):
     as the answer (numeric questions of the ChartMoE SFT mix)."""
     return {'conversation': [{
         'input': _with_image(POT_PROMPT + example['query']),
-        'output': example['pot']}], 'image': example['imgname']}
+        'output': example['pot']}], 'image': _chartqa_image(example)}
 
 
 def chartgemma_map_fn(example):
-    """ChartGemma (``image``, ``input``, ``output``): instruction as is."""
+    """ChartGemma (Masry et al. 2024, arXiv 2407.04172; its dataset card at
+    https://huggingface.co/datasets/ahmed-masry/ChartGemma, shards
+    ``data/train-*.parquet``): ``image`` (the
+    chart's encoded bytes, a ``binary`` column, not the Image feature; or a
+    path in a JSON copy), ``input`` (the instruction), ``output`` (the
+    answer). The instruction is used as is."""
     return {'conversation': [{'input': _with_image(example['input']),
                               'output': example['output']}],
             'image': example['image']}
