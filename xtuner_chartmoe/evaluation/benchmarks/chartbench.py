@@ -10,24 +10,24 @@ about the same chart (``type.QA == "Acc+"``), and NQA, a question with a
 number for answer (``type.QA == "GPT-acc"``).
 
 Metrics (``Stat/stat_all_metric.py`` of that repository): **Acc+**, a pair
-right only when the true assertion is judged yes and the false one no;
-Acc, the share of single judgements right; CoR (confusion rate), pairs
-answered the same way twice (here: pairs with exactly one judgement right,
-the same thing when every reply is a yes or a no); **NQA**, relaxed
-accuracy (5 %). Rows: all, regular (line, bar, pie) and extra chart
-types, each chart type (the data's ``type.chart``; ``stat_all_metric.py``
-groups by lists of subtypes, in none of which is the repository's
-``QA/Acc+/node_link/node_link_indir``), each
-task, charts with and without data labels (``annotated`` /
-``unannotated``: its ``wi_anno`` list of subtypes).
-ChartMoE (arXiv 2409.03277, by ChartBench's authors) reports Acc+ per chart
-type and NQA; its repository has no ChartBench script: the authors' own
+right only when the true assertion is judged yes and the false one no; Acc,
+the share of single judgements right; CoR (confusion rate), pairs answered
+the same way twice (here: pairs with exactly one judgement right, the same
+thing when every reply is a yes or a no); **NQA**, relaxed accuracy (5 %).
+Rows: all, regular (line, bar, pie) and extra chart types, each chart type
+(the data's ``type.chart``; ``stat_all_metric.py`` groups by lists of
+subtypes, in none of which is the repository's
+``QA/Acc+/node_link/node_link_indir``), each task, charts with and without
+data labels (``annotated`` / ``unannotated``: its ``wi_anno`` list of
+subtypes). ChartMoE (arXiv 2409.03277, by ChartBench's authors) reports its
+Acc+ and NQA; its repository has no ChartBench script: the authors' own
 runs use ChartBench's ``Repos/utils.py`` with its prompt ``blip2 style``
 for judgements and ``chartqa`` for NQA (``Repos/Ours/infer.py``,
 ``Repos/InternLM-XComposer-v2/infer.py``). VLMEvalKit's ``ChartBench``
-(``vlmeval/dataset/chartbench.py``) scores with the same functions and
-adds a "final" score pooling NQA and Acc+ items. No PoT (ChartMoE reports
-none on ChartBench).
+(``vlmeval/dataset/chartbench.py``) scores with the same functions and adds
+a "final" score pooling NQA and Acc+ items. No PoT mode: ``Repos/utils.py``
+has PoT prompt styles (``nqa_pot``, ``acc_pot``) that the runs above do not
+use.
 
 Protocols (the same prompts, so one generation serves both):
 
