@@ -22,15 +22,20 @@ ALL_CONFIGS = sorted(p for p in glob.glob(
 def test_every_config_parses_and_is_consistent(path):
     cfg = Config.fromfile(path)
     model = cfg.model
-    assert model.type.__name__ == 'ChartMoEModel'
-    # CLIP trains only with CuMo's MoE in it or in a whole-model stage
-    trains_clip = 'visual_encoder_moe' in model or not model.freeze_llm
-    assert model.freeze_visual_encoder is not trains_clip
+    if model.type.__name__ == 'IXC2ChartMoEModel':
+        # ChartMoE's IXC2 recipe never trains the ViT (train.py: fix_vit)
+        assert model.freeze_visual_encoder is True
+    else:
+        assert model.type.__name__ == 'ChartMoEModel'
+        # CLIP trains only with CuMo's MoE in it or in a whole-model stage
+        trains_clip = 'visual_encoder_moe' in model or not model.freeze_llm
+        assert model.freeze_visual_encoder is not trains_clip
     # the dataset the loader reads is the one the settings name
     dataset = cfg.train_dataloader.dataset
     assert cfg.train_dataset in (dataset, dataset.get('dataset'))
     for hook in cfg.custom_hooks:
-        if hook.type.__name__ == 'EvaluateChatHook':
+        if hook.type.__name__ in ('EvaluateChatHook',
+                                  'IXC2EvaluateChatHook'):
             assert hook.evaluation_inputs == cfg.evaluation_inputs
 
 

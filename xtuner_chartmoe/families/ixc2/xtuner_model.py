@@ -172,7 +172,7 @@ class IXC2ChartMoEModel(BaseModel):
             lora_config.target_modules = list(LORA_TARGETS)
         inject_adapter_in_model(lora_config, self.ixc2.model)
         for name, param in self.ixc2.model.named_parameters():
-            param.requires_grad = 'lora_' in name
+            param.requires_grad = '.lora_' in name
 
     def encode_images(self, pixel_values):
         """``[N, 3, S, S]`` -> ``[N, T, D]`` visual tokens; the ViT runs
@@ -199,7 +199,7 @@ class IXC2ChartMoEModel(BaseModel):
         return {'loss': next_token_loss(self.ixc2.output, hidden, labels)}
 
     def _is_trained(self, key):
-        return ('ixc2.vision_proj.' in key or 'lora_' in key
+        return ('ixc2.vision_proj.' in key or '.lora_' in key
                 or (not self.freeze_llm and ('ixc2.model.' in key
                                              or 'ixc2.output.' in key))
                 or (not self.freeze_visual_encoder and 'ixc2.vit.' in key))

@@ -1,0 +1,1 @@
+"""Stage configs of xtuner-chartmoe (shipped as xtuner_chartmoe.configs)."""
