@@ -451,6 +451,20 @@ def test_runner_end_to_end(tmp_path, name, replica, replies, protocols,
     assert again.prompts == []
 
 
+def test_plotqa_program_of_thought_in_the_sandbox(tmp_path):
+    """PoT: each reply's program runs in the sandbox, its last printed
+    line is the answer (True -> Yes); a failing program is wrong."""
+    programs = {
+        'What is the maximum value?': '```python\nprint(12.5 + 0.5)\n```',
+        'Is the bar of 2001 higher?': 'print(3 > 2)',
+        'What is the difference?': 'print(1 / 0)'}
+    results, _ = run(get_benchmark('plotqa'), CannedChat(programs),
+                     str(plotqa_replica(tmp_path)), str(tmp_path / 'out'),
+                     modes=('pot',))
+    assert results['scores']['ours']['pot']['V1'] == pytest.approx(
+        {'accuracy': 200 / 3, 'n': 3})
+
+
 # -- lmms-eval ---------------------------------------------------------------
 
 def test_lmms_eval_runs_the_four_tasks(tmp_path):
