@@ -25,8 +25,8 @@ question_id}``, the plots in ``<split>/png/<image_index>.png`` (or
 ``--image-folder``). The same records as a list, in JSON lines, or in
 parquet with an ``image`` column (embedded ``{bytes, path}``) are read
 too. Not read here: VLMEvalKit's ``PlotQA.tsv`` (base64 images) and
-``achang/plot_qa`` on the hub (one ``text`` column per plot, whose content
-its card does not document).
+``achang/plot_qa`` on the hub (its card: a plot and its annotations'
+``models`` as JSON text; no question-answer pairs).
 """
 import dataclasses
 import json
