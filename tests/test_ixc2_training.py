@@ -10,7 +10,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from conftest import REPO, run_tool, training_losses
+from conftest import REPO, training_losses
 from xtuner_chartmoe.dataset.chartmoe_data import (ChartMoEDataset, draw,
                                                    mix_records, read_mix)
 from xtuner_chartmoe.families.ixc2.training_format import (
@@ -107,17 +107,6 @@ def test_hand_example_tokens_and_labels(tokenizer):
                       '\n[UNUSED_TOKEN_146]assistant\n\n[UNUSED_TOKEN_146]user'
                       '\nAnd y?[UNUSED_TOKEN_145]\n[UNUSED_TOKEN_146]assistant'
                       '\n')
-
-
-def test_image_first_part_puts_bos_after_the_image(tokenizer):
-    ids = tokenize_conversation(tokenizer, [
-        {'from': 'user', 'value': 'x'}, {'from': 'assistant', 'value': 'y'}
-    ]).input_ids
-    assert ids[0] == 1
-    from xtuner_chartmoe.families.ixc2.training_format import \
-        tokenize_conversation as tok
-    text_first = tok(tokenizer, HAND).input_ids
-    assert text_first.count(1) == 1
 
 
 def test_batch_expands_images_and_truncates(tiny, tokenizer):
@@ -308,18 +297,14 @@ def test_lora_acts_on_every_token_and_plora_on_images_only(tiny):
     assert (delta[0, 2:].abs() > 0).any()  # text tokens changed too
 
 
-def test_merged_ixc2_is_the_trained_model_in_the_released_layout(tiny):
+def test_merged_ixc2_is_the_trained_model_in_the_released_layout(
+        tiny, tokenizer):
     from xtuner_chartmoe.families.ixc2.training_batch import ixc2_collate_fn
-    from xtuner_chartmoe.families.ixc2.training_format import \
-        tokenize_conversation as tok
     model = sft_model(tiny).eval()
     for name, param in model.named_parameters():
         if 'lora_B' in name:
             torch.nn.init.normal_(param, std=0.05)
-    from transformers import AutoTokenizer
-    tokenizer = AutoTokenizer.from_pretrained(tiny / 'ixc2',
-                                              trust_remote_code=True)
-    sample = tok(tokenizer, HAND)
+    sample = tokenize_conversation(tokenizer, HAND)
     batch = ixc2_collate_fn([{'input_ids': sample.input_ids,
                               'labels': sample.labels,
                               'pixel_values': torch.randn(1, 3, 112, 112)}])
@@ -338,44 +323,95 @@ def test_merged_ixc2_is_the_trained_model_in_the_released_layout(tiny):
 
 # -- tiny runs through XTuner ------------------------------------------------
 
-def train(ws, config, work_dir, *options):
-    run_tool(['-m', 'xtuner.tools.train', osp.join(TINY, config),
-              '--work-dir', work_dir, '--cfg-options', 'randomness.seed=0',
-              *options], cwd=ws)
-    return ws / work_dir
+RUNS = {
+    'align': ('chartmoe_tiny_ixc2_align_table_e3_cpu.py',
+              ['train_dataloader.dataset.times=2']),  # 3 steps of 4
+    'sft': ('chartmoe_tiny_ixc2_lora_e12_cpu_sft.py',
+            ['train_dataloader.dataset.times=1',  # 6 steps of 4
+             'default_hooks.logger.interval=1',
+             'model.llm_lora.lora_dropout=0']),
+}
 
 
-def checkpoint_keys(work_dir):
+@pytest.fixture(scope='module')
+def tiny_runs(ixc2_ws):
+    """The tiny align (table) and SFT configs trained by
+    ``python -m xtuner.tools.train``, both at once: ``{name: work dir}``."""
+    import subprocess
+    import sys
+    procs = {}
+    for name, (config, options) in RUNS.items():
+        procs[name] = subprocess.Popen(
+            [sys.executable, '-m', 'xtuner.tools.train',
+             osp.join(TINY, config), '--work-dir', f'work_dirs/ixc2_{name}',
+             '--cfg-options', 'randomness.seed=0', *options],
+            cwd=ixc2_ws, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True)
+    for name, proc in procs.items():
+        out = proc.communicate()[0]
+        assert proc.returncode == 0, f'{name} failed:\n{out[-5000:]}'
+    return {name: ixc2_ws / f'work_dirs/ixc2_{name}' for name in RUNS}
+
+
+def trained_state(work_dir):
     from xtuner.model.utils import guess_load_checkpoint
 
     from xtuner_chartmoe.engine.run_log import last_checkpoint
     return guess_load_checkpoint(last_checkpoint(str(work_dir)))
 
 
-def test_tiny_align_run(ixc2_ws):
-    work_dir = train(ixc2_ws, 'chartmoe_tiny_ixc2_align_table_e3_cpu.py',
-                     'work_dirs/ixc2_align_table',
-                     'train_dataloader.dataset.times=4')
-    losses = training_losses(work_dir)
-    assert len(losses) == 6 and losses[-1] < losses[0]
-    state = checkpoint_keys(work_dir)
+def losses_before_and_after(ws, name, work_dir, monkeypatch):
+    """The loss of run ``name``'s model on its first 4 training samples,
+    untrained and with the checkpoint in ``work_dir`` loaded (no
+    dropout)."""
+    from xtuner.registry import BUILDER
+
+    from xtuner_chartmoe.families.ixc2.training_batch import ixc2_collate_fn
+    monkeypatch.chdir(ws)
+    cfg = Config.fromfile(osp.join(TINY, RUNS[name][0]))
+    torch.manual_seed(0)
+    model = BUILDER.build(cfg.model).eval()
+    dataset = BUILDER.build(cfg.train_dataset)
+    batch = ixc2_collate_fn([dataset[i] for i in range(4)])['data']
+    with torch.no_grad():
+        before = model(batch)['loss'].item()
+        model.load_state_dict(trained_state(work_dir), strict=False)
+        after = model(batch)['loss'].item()
+    return before, after
+
+
+def test_tiny_align_run(ixc2_ws, tiny_runs, monkeypatch):
+    assert len(training_losses(tiny_runs['align'])) == 3
+    state = trained_state(tiny_runs['align'])
     assert set(state) == {f'ixc2.vision_proj.{i}.{k}' for i in (0, 2)
                           for k in ('weight', 'bias')}
+    before, after = losses_before_and_after(ixc2_ws, 'align',
+                                            tiny_runs['align'], monkeypatch)
+    assert after < before - 1e-3
 
 
-def test_tiny_sft_run(ixc2_ws):
-    work_dir = train(ixc2_ws, 'chartmoe_tiny_ixc2_lora_e12_cpu_sft.py',
-                     'work_dirs/ixc2_sft', 'train_dataloader.dataset.times=2',
-                     'model.llm_lora.lora_dropout=0')
-    losses = training_losses(work_dir)
-    assert len(losses) == 2 and losses[-1] < losses[0]
-    state = checkpoint_keys(work_dir)
+def test_tiny_sft_run(ixc2_ws, tiny_runs, monkeypatch):
+    work_dir = tiny_runs['sft']
+    assert len(training_losses(work_dir)) == 6
+    state = trained_state(work_dir)
     assert 'ixc2.vision_proj.gate.weight' in state
     assert all(k.startswith('ixc2.vision_proj.') or '.lora_' in k
                for k in state)
     assert sum('.lora_' in k for k in state) == 20
     log = ''.join(open(p).read() for p in work_dir.glob('*/*.log'))
     assert 'load_general' in log and 'Sample output' in log
+    before, after = losses_before_and_after(ixc2_ws, 'sft', work_dir,
+                                            monkeypatch)
+    assert after < before - 1e-3
+    # a later stage starts from it (pretrained_pth, e.g. knowledge -> SFT)
+    from xtuner.registry import BUILDER
+
+    from xtuner_chartmoe.engine.run_log import last_checkpoint
+    cfg = Config.fromfile(osp.join(TINY, RUNS['sft'][0]))
+    cfg.model.pretrained_pth = last_checkpoint(str(work_dir))
+    resumed = BUILDER.build(cfg.model)  # in ixc2_ws (monkeypatch.chdir)
+    for key, value in resumed.state_dict().items():
+        assert torch.equal(value, state[key].to(value.dtype)), key
 
 
 # -- the real configs --------------------------------------------------------

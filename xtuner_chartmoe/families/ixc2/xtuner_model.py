@@ -84,11 +84,11 @@ class IXC2ChartMoEModel(BaseModel):
     (e.g. the knowledge stage's into the SFT). ``max_length``: embeddings
     per sequence (IXC2: 4096).
 
-    ``routing_recorder`` holds the MoE connector's routing of the last
-    forward (for ``RoutingStatsHook``). ``forward(data, mode='loss')`` with ``data`` from
+    ``forward(data, mode='loss')`` with ``data`` from
     :func:`~.training_batch.ixc2_collate_fn` (``input_ids`` / ``labels`` /
     ``attention_mask [B, L]``, ``pixel_values [N, 3, S, S]``) returns
-    ``{'loss'}`` (:func:`next_token_loss`).
+    ``{'loss'}`` (:func:`next_token_loss`); ``routing_recorder`` then holds
+    the MoE connector's routing (for ``RoutingStatsHook``).
     ``state_dict()`` holds the trained parts only (``ixc2.vision_proj.*``,
     the LoRA adapters, unfrozen LLM / ViT); :meth:`merged_ixc2` gives the
     plain :class:`IXC2ForCausalLM` with LoRA folded in.
