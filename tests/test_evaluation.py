@@ -1,12 +1,16 @@
-"""ChartQA metric, PoT answer extraction, the evaluator's cache/resume and
-table, and routing statistics (the sandbox itself: test_sandbox.py)."""
+"""ChartQA metric, PoT answer extraction, ChartQA's table and protocols on
+the benchmark seam, and routing statistics (the sandbox itself:
+test_sandbox.py; the seam's formats, cache and errors: test_eval_seam.py)."""
 import json
 import math
 
 import pytest
 import torch
 
-from xtuner_chartmoe.evaluation.chartqa import evaluate
+from PIL import Image
+
+from xtuner_chartmoe.evaluation.benchmarks import get_benchmark
+from xtuner_chartmoe.evaluation.benchmarks.runner import run
 from xtuner_chartmoe.evaluation.metrics import (extract_program,
                                                 normalise_pot_output,
                                                 relaxed_correct, to_number)
@@ -55,7 +59,8 @@ def test_program_extraction_and_output_normalisation():
 
 
 class ScriptedChat:
-    """Answers from a table; can be told to fail after some calls."""
+    """Answers from a table (the question is what follows the prompt's last
+    full stop); can be told to fail after some calls."""
 
     def __init__(self, answers, fail_after=None):
         self.answers, self.fail_after, self.asked = answers, fail_after, []
@@ -63,39 +68,88 @@ class ScriptedChat:
     def answer(self, images, questions, max_new_tokens=500):
         if self.fail_after is not None and len(self.asked) >= self.fail_after:
             raise RuntimeError('interrupted')
-        self.asked.append(len(questions))
-        return [self.answers[q.split('.')[-1]] for q in questions]
+        self.asked.append(questions)
+        return [self.answers[q.rsplit('.', 1)[-1]] for q in questions]
 
 
-def test_evaluate_table_cache_and_resume(tmp_path):
-    entries = [{'imgname': f'{i}.png', 'query': f'Q{i}', 'label': str(i * 10)}
+def chartqa_splits(tmp_path, **splits):
+    """``test_<split>.json`` files of ChartQA entries on one chart in
+    ``png/`` (ChartQA's layout); returns their paths."""
+    (tmp_path / 'png').mkdir()
+    Image.new('RGB', (8, 8)).save(tmp_path / 'png' / 'c.png')
+    for split, entries in splits.items():
+        (tmp_path / f'test_{split}.json').write_text(json.dumps(entries))
+    return [str(tmp_path / f'test_{split}.json') for split in splits]
+
+
+def test_chartqa_table_resumed_after_an_interruption(tmp_path):
+    entries = [{'imgname': 'c.png', 'query': f'Q{i}', 'label': str(i * 10)}
                for i in range(6)]
-    human, augmented = tmp_path / 'test_human.json', tmp_path / 'test_aug.json'
-    human.write_text(json.dumps(entries))
-    augmented.write_text(json.dumps(entries[:4]))
+    files = chartqa_splits(tmp_path, human=entries, augmented=entries[:4])
     answers = {'Q0': '0', 'Q1': '10', 'Q2': '21.5', 'Q3': 'x', 'Q4': '',
                'Q5': 'nope'}
-    splits = {'human': str(human), 'augmented': str(augmented)}
+    chartqa, out = get_benchmark('chartqa'), str(tmp_path / 'out')
     with pytest.raises(RuntimeError, match='interrupted'):
-        evaluate(ScriptedChat(answers, fail_after=2), splits, 'imgs',
-                 str(tmp_path / 'out'), modes=['short'], batch_size=2)
-    cached = (tmp_path / 'out' / 'predictions' / 'human_short.jsonl'
-              ).read_text().splitlines()
-    assert len(cached) == 4  # two batches of two were kept
+        run(chartqa, ScriptedChat(answers, fail_after=2), files, out,
+            modes=['short'], batch_size=2)
     # Q3 ('x') is cached and must be kept; Q4 and Q5 are asked again
     answers.update({'Q3': '30', 'Q4': '40'})
     chat = ScriptedChat(answers)
-    results, text = evaluate(chat, splits, 'imgs', str(tmp_path / 'out'),
-                             modes=['short'], batch_size=2)
-    assert chat.asked == [2, 2, 2]  # human: last 2 only; augmented: 4
-    table = results['short']
-    assert table['Human'][0.05] == pytest.approx(100 * 3 / 6)  # 0, 10, 40
-    assert table['Human'][0.1] == pytest.approx(100 * 4 / 6)   # + 21.5
-    assert table['Augmented'][0.05] == pytest.approx(100 * 3 / 4)  # 0,10,30
-    assert table['Averaged'][0.05] == pytest.approx((50 + 75) / 2)
+    results, text = run(chartqa, chat, files, out, modes=['short'],
+                        batch_size=2)
+    assert [len(batch) for batch in chat.asked] == [2, 2, 2]  # 2 + 4
+    table = results['scores']['ours']['short']
+    assert table['Human']['0.05'] == pytest.approx(100 * 3 / 6)  # 0, 10, 40
+    assert table['Human']['0.1'] == pytest.approx(100 * 4 / 6)   # + 21.5
+    assert table['Augmented']['0.05'] == pytest.approx(100 * 3 / 4)
+    assert table['Averaged']['0.05'] == pytest.approx((50 + 75) / 2)
+    assert list(table) == ['Human', 'Augmented', 'Averaged']
     saved = json.loads((tmp_path / 'out' / 'results.json').read_text())
-    assert saved['short']['Human']['0.1'] == pytest.approx(100 * 4 / 6)
+    assert saved == results
     assert 'Averaged' in (tmp_path / 'out' / 'results.txt').read_text()
+
+
+def test_chartmoe_protocol_side_by_side_with_ours(tmp_path):
+    """ours + chartmoe-pot1: one generation where the prompts agree, each
+    protocol's scorer on the same replies; they differ where the reference
+    scorer differs (empty answer, substring, sign)."""
+    files = chartqa_splits(tmp_path, human=[
+        {'imgname': 'c.png', 'query': 'Q1?', 'label': 'South Korea'},
+        {'imgname': 'c.png', 'query': 'Q2?', 'label': '12'},
+        {'imgname': 'c.png', 'query': 'Q3?', 'label': '-3'},
+        {'imgname': 'c.png', 'query': 'Q4?', 'label': 'Yes'}])
+    chat = ScriptedChat({'Q1?': 'Korea', 'Q2?': '', 'Q3?': '3',
+                         'Q4?': 'Yes'})
+    results, text = run(get_benchmark('chartqa'), chat, files,
+                        str(tmp_path / 'out'), modes=['short'],
+                        protocols=['ours', 'chartmoe-pot1'])
+    assert chat.asked == [[
+        'Answer the question using a single word or phrase.Q1?',
+        'Answer the question using a single word or phrase.Q2?',
+        'Answer the question using a single word or phrase.Q3?',
+        'Answer the question using a single word or phrase.Q4?']]  # once
+    scores = results['scores']
+    assert scores['ours']['short']['Human']['0.05'] == pytest.approx(25.0)
+    assert scores['chartmoe-pot1']['short']['Human']['0.05'] == (
+        pytest.approx(100.0))  # substring, '' and |-3| = 3
+    assert 'chartmoe-pot1 protocol' in text
+    rows = [json.loads(line) for line in (
+        tmp_path / 'out' / 'answers_human_short_chartmoe-pot1.jsonl'
+    ).read_text().splitlines()]
+    assert [r['correct']['0.05'] for r in rows] == [True] * 4
+
+
+def test_chartmoe_protocol_pot_prompts_and_answers():
+    from xtuner_chartmoe.evaluation.benchmarks.chartqa import (
+        OURS, chartmoe_protocol)
+    from xtuner_chartmoe.evaluation.benchmarks.runner import pot_answers
+    assert chartmoe_protocol(0).prompt('pot', 'Q?') == (
+        'Please give the program of thought.Q?')
+    assert chartmoe_protocol(1).prompt('pot', 'Q?') == OURS.prompt('pot', 'Q?')
+    replies = ['```python\nprint(3 > 2)\n```', 'print(1/0)']
+    answers = [a for a, _ in pot_answers(replies, chartmoe_protocol(0), 1)]
+    assert answers == ['Yes', 'error running...']
+    assert [a for a, _ in pot_answers(replies, OURS, 1)] == ['Yes', '']
 
 
 def test_routing_statistics():
@@ -111,61 +165,3 @@ def test_routing_statistics():
     expected_entropy = -sum(p * math.log(p) for row in probs.tolist()
                             for p in row if p > 0) / 3
     assert result['entropy'] == pytest.approx(expected_entropy, rel=1e-5)
-
-
-class CannedChat:
-    """A ChatModel stand-in: the reply for each question, and what it was
-    asked."""
-
-    def __init__(self, replies):
-        self.replies, self.asked = replies, []
-
-    def answer(self, images, questions, max_new_tokens=500):
-        self.asked += questions
-        return [self.replies[q.rsplit('.', 1)[-1]] for q in questions]
-
-
-def test_chartmoe_protocol_side_by_side_with_ours(tmp_path):
-    """--protocol both: one generation where the prompts agree, each
-    protocol's scorer on the same replies; they differ where the reference
-    scorer differs (empty answer, substring, sign)."""
-    from xtuner_chartmoe.evaluation.chartqa import OURS, chartmoe_protocol
-    split = tmp_path / 'test_human.json'
-    split.write_text(json.dumps([
-        {'imgname': 'a.png', 'query': 'Q1?', 'label': 'South Korea'},
-        {'imgname': 'a.png', 'query': 'Q2?', 'label': '12'},
-        {'imgname': 'a.png', 'query': 'Q3?', 'label': '-3'},
-        {'imgname': 'a.png', 'query': 'Q4?', 'label': 'Yes'}]))
-    chat = CannedChat({'Q1?': 'Korea', 'Q2?': '', 'Q3?': '3',
-                       'Q4?': 'Yes'})
-    results, text = evaluate(chat, {'human': str(split)}, str(tmp_path),
-                             str(tmp_path / 'out'), ['short'],
-                             protocols=(OURS, chartmoe_protocol(1)))
-    assert chat.asked == [
-        'Answer the question using a single word or phrase.Q1?',
-        'Answer the question using a single word or phrase.Q2?',
-        'Answer the question using a single word or phrase.Q3?',
-        'Answer the question using a single word or phrase.Q4?']  # once
-    ours = results['ours']['short']['Human'][0.05]
-    reference = results['chartmoe (pot_idx 1)']['short']['Human'][0.05]
-    assert ours == pytest.approx(25.0)  # only "Yes"
-    assert reference == pytest.approx(100.0)  # substring, '' and |-3| = 3
-    assert 'chartmoe (pot_idx 1) protocol' in text
-    saved = json.loads((tmp_path / 'out' / 'results.json').read_text())
-    assert set(saved) == {'ours', 'chartmoe (pot_idx 1)'}
-    rows = [json.loads(line) for line in (
-        tmp_path / 'out' / 'answers_human_short_chartmoe.jsonl'
-    ).read_text().splitlines()]
-    assert [r['correct']['0.05'] for r in rows] == [True] * 4
-
-
-def test_chartmoe_protocol_pot_prompts_and_answers():
-    from xtuner_chartmoe.evaluation.chartqa import (OURS, chartmoe_protocol,
-                                                    pot_answers)
-    assert chartmoe_protocol(0).prompt('pot', 'Q?') == (
-        'Please give the program of thought.Q?')
-    assert chartmoe_protocol(1).prompt('pot', 'Q?') == OURS.prompt('pot', 'Q?')
-    replies = ['```python\nprint(3 > 2)\n```', 'print(1/0)']
-    answers = [a for a, _ in pot_answers(replies, 1, chartmoe_protocol(0))]
-    assert answers == ['Yes', 'error running...']
-    assert [a for a, _ in pot_answers(replies, 1, OURS)] == ['Yes', '']

@@ -146,9 +146,9 @@ def test_eval_and_routing_analysis_on_the_release(pipeline, workspace):
               'work_dirs/release', '--data-root', 'work_dirs/tiny/data/test',
               '--image-folder', 'work_dirs/tiny/data', '--out', str(out),
               '--max-new-tokens', '16', '--force-expert', '1'], cwd=workspace)
-    results = json.loads((out / 'results.json').read_text())
-    assert set(results) == {'short', 'pot'}
-    assert set(results['pot']) == {'Human', 'Augmented', 'Averaged'}
+    results = json.loads((out / 'results.json').read_text())['scores']
+    assert set(results['ours']) == {'short', 'pot'}
+    assert set(results['ours']['pot']) == {'Human', 'Augmented', 'Averaged'}
     human = json.loads((workspace / 'work_dirs/tiny/data/test/'
                         'test_human.json').read_text())
     answers = (out / 'answers_human_pot.jsonl').read_text().splitlines()
@@ -485,7 +485,8 @@ def test_lmms_eval_cli_runs_the_release_on_local_chartqa(pipeline, workspace):
     """lmms-eval's CLI with `--model chartmoe` (entry point) and the shipped
     chartqa_local task gives the replies and, for these labels, the scores
     of our own evaluator; each logged sample carries its routing."""
-    from xtuner_chartmoe.evaluation.chartqa import evaluate
+    from xtuner_chartmoe.evaluation.benchmarks import get_benchmark
+    from xtuner_chartmoe.evaluation.benchmarks.runner import run
     from xtuner_chartmoe.families.llava.chat import LLaVAChat
     release = str(workspace / 'work_dirs' / 'release')
     samples = run_lmms(workspace, f'pretrained={release}', 'chartqa_local',
@@ -493,10 +494,10 @@ def test_lmms_eval_cli_runs_the_release_on_local_chartqa(pipeline, workspace):
     assert set(samples) == {'chartqa_local_human', 'chartqa_local_augmented'}
     data = workspace / 'work_dirs' / 'tiny' / 'data'
     out = workspace / 'work_dirs' / 'eval_for_lmms'
-    evaluate(LLaVAChat.from_release(release),
-             {s: str(data / 'test' / f'test_{s}.json')
-              for s in ('human', 'augmented')}, str(data), str(out),
-             ['short'], max_new_tokens=16)
+    run(get_benchmark('chartqa'), LLaVAChat.from_release(release),
+        [str(data / 'test' / f'test_{s}.json')
+         for s in ('human', 'augmented')], str(out), image_folder=str(data),
+        modes=['short'], max_new_tokens=16)
     for split in ('human', 'augmented'):
         ours = [json.loads(line) for line in (
             out / f'answers_{split}_short.jsonl').read_text().splitlines()]

@@ -281,15 +281,17 @@ def test_real_release_answers_through_chat_evaluation_and_demo(real_recipe):
     assert sum(int(p.split('=')[1]) for p in counts.split(', ')) == 576
     code = ('import json, sys\n'
             'from xtuner_chartmoe.apps.demo import ask\n'
-            'from xtuner_chartmoe.evaluation.chartqa import evaluate\n'
+            'from xtuner_chartmoe.evaluation.benchmarks import '
+            'get_benchmark\n'
+            'from xtuner_chartmoe.evaluation.benchmarks.runner import run\n'
             'from xtuner_chartmoe.families.llava.chat import LLaVAChat\n'
             'chat = LLaVAChat.from_release("work_dirs/release")\n'
-            'results, _ = evaluate(chat, {"human": sys.argv[1]},\n'
-            '    "data/ChartQA/test/png", "work_dirs/eval", ["short"],\n'
-            '    max_new_tokens=4)\n'
+            'results, _ = run(get_benchmark("chartqa"), chat, sys.argv[1],\n'
+            '    "work_dirs/eval", modes=["short"], max_new_tokens=4)\n'
             'answer, program, report, expert_map = ask(\n'
             '    chat, sys.argv[2], "What is the sum?", True, 8)\n'
-            'print("RESULT", json.dumps({"results": results["short"],\n'
+            'print("RESULT", json.dumps({"results": results["scores"]'
+            '["ours"]["short"],\n'
             '      "report": report, "map": expert_map}))\n')
     out = standin_run(root, [sys.executable, '-c', code,
                              'data/ChartQA/test/test_human.json', image])

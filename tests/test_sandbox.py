@@ -24,10 +24,23 @@ import pytest
 from conftest import REPO
 from sandbox_programs import BENIGN
 from xtuner_chartmoe.evaluation import sandbox
-from xtuner_chartmoe.evaluation.chartqa import score
+from xtuner_chartmoe.evaluation.benchmarks.base import Sample
+from xtuner_chartmoe.evaluation.benchmarks.chartqa import OURS, ChartQA
+from xtuner_chartmoe.evaluation.benchmarks.runner import pot_answers
 from xtuner_chartmoe.evaluation.sandbox import (UID_BASE, UID_COUNT,
                                                 ProgramResult, require,
                                                 run_program, run_programs)
+
+def score(labels, replies, workers):
+    """PoT replies scored as the ChartQA evaluation scores them: per
+    reply ``(answer, sandbox error, correct at each tolerance)``."""
+    ran = pot_answers(replies, OURS, workers)
+    rows, _ = ChartQA().score(
+        [Sample(str(i), 'human', None, 'q', (label,))
+         for i, label in enumerate(labels)], [a for a, _ in ran], OURS)
+    return [(answer, result.error, row['correct'])
+            for (answer, result), row in zip(ran, rows)]
+
 
 pytestmark = pytest.mark.skipif(
     sys.platform != 'linux', reason='the sandbox is Linux namespaces')
@@ -387,9 +400,9 @@ def test_hostile_program_is_stopped_and_scored_wrong(name, label_file):
     if name not in ('prlimit on the parent', 'kill every pid it can see'):
         assert not result.ok, result
     # a program that prints the right answer from the label file would score
-    row = score([{'query': 'q', 'label': '42'}],
-                [f'```python\n{HOSTILE[name]}\n```'], 'pot', pot_workers=1)
-    assert row[0]['correct'] == {'0.05': False, '0.1': False, '0.2': False}
+    (_, _, correct), = score(['42'], [f'```python\n{HOSTILE[name]}\n```'],
+                             workers=1)
+    assert correct == {'0.05': False, '0.1': False, '0.2': False}
     assert caller_state() == before
     assert sandbox_processes() <= processes
     for marker in MARKERS:
@@ -447,13 +460,13 @@ def test_run_programs_keeps_order_and_mixes_good_and_bad():
 
 
 def test_hostile_programs_scored_wrong_and_evaluation_goes_on():
-    entries = [{'query': 'q', 'label': '3'}] * 4
     replies = ['```python\nprint(1 + 2)\n```', 'while True: pass',
                'import os\nos.fork()', 'print(True)']
-    rows = score(entries, replies, 'pot', pot_workers=4)
-    assert [r['answer'] for r in rows] == ['3', '', '', 'Yes']
-    assert [r['correct']['0.05'] for r in rows] == [True, False, False, False]
-    assert 'timed out' in rows[1]['error']
+    rows = score(['3'] * 4, replies, workers=4)
+    assert [answer for answer, _, _ in rows] == ['3', '', '', 'Yes']
+    assert [correct['0.05'] for _, _, correct in rows] == [
+        True, False, False, False]
+    assert 'timed out' in rows[1][1]
 
 
 def _run_python(code, env=None, user=None):

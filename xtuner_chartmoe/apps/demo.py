@@ -5,7 +5,8 @@ import tempfile
 
 from xtuner_chartmoe.prompts import PROMPTS
 from xtuner_chartmoe.evaluation.routing_report import draw_expert_map
-from xtuner_chartmoe.evaluation.chartqa import pot_answers
+from xtuner_chartmoe.evaluation.benchmarks.chartqa import OURS
+from xtuner_chartmoe.evaluation.benchmarks.runner import pot_answers
 from xtuner_chartmoe.evaluation.metrics import extract_program
 from xtuner_chartmoe.evaluation.sandbox import SandboxUnavailable
 
@@ -28,7 +29,7 @@ def ask(chat, image_path, question, use_pot, max_new_tokens=256):
     if use_pot:
         program = extract_program(reply)
         try:
-            answer, result = pot_answers([reply], workers=1)[0]
+            answer, result = pot_answers([reply], OURS, workers=1)[0]
             report = (f'ran in the sandbox: printed {result.stdout!r}'
                       if result.ok else
                       f'failed in the sandbox: {result.error}')
@@ -49,17 +50,17 @@ def load_examples(path, image_folder=None, count=3):
     ``count`` distinct charts of a ChartQA-format file and a question on
     each; images under ``image_folder`` (default: the file's parent's
     parent, the synthesis layout)."""
-    from xtuner_chartmoe.evaluation.chartqa import load_split
+    from xtuner_chartmoe.evaluation.benchmarks.chartqa import ChartQA
     folder = image_folder or osp.dirname(osp.dirname(osp.abspath(path)))
     examples, seen = [], set()
-    for entry in load_split(path):
-        image = osp.join(folder, entry['imgname'])
-        if image in seen:
+    for sample in ChartQA().load(path, folder):
+        if sample.image in seen:
             continue
-        if not osp.isfile(image):
-            raise FileNotFoundError(f'{path}: example chart not found: {image}')
-        seen.add(image)
-        examples.append([image, entry['query']])
+        if not osp.isfile(sample.image):
+            raise FileNotFoundError(
+                f'{path}: example chart not found: {sample.image}')
+        seen.add(sample.image)
+        examples.append([sample.image, sample.question])
         if len(examples) == count:
             break
     return examples

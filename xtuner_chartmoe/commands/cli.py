@@ -4,7 +4,7 @@
     chartmoe copy-cfg CONFIG SAVE_DIR [--name]  copy one (with its parents)
     chartmoe train CONFIG [xtuner train args]   XTuner's train, fixes applied
     chartmoe convert pth_to_hf|merge ARGS       XTuner's converters, likewise
-    chartmoe build-moe / merge / chat / demo / eval-chartqa /
+    chartmoe build-moe / merge / chat / demo / eval / eval-chartqa /
              analyze-routing / synthesize / build-tiny / standin /
              pipeline / benchmark {moe,synth,sandbox,sft}
 
@@ -33,7 +33,10 @@ TOOLS = {
     'merge': ('merge_chartmoe', 'merge a pth_to_hf output into a release'),
     'chat': ('chat', 'ask a release about a chart'),
     'demo': ('chat_demo', 'web chat demo (gradio)'),
-    'eval-chartqa': ('eval_chartqa', 'ChartQA relaxed accuracy, with PoT'),
+    'eval': ('eval', "a chart benchmark of the paper on its data as "
+             'downloaded (--list: which)'),
+    'eval-chartqa': ('eval_chartqa', 'ChartQA relaxed accuracy, with PoT '
+                     '(= eval chartqa)'),
     'analyze-routing': ('analyze_routing', 'expert maps and routing '
                         'statistics'),
     'synthesize': ('synthesize_charts', 'render chart data (quadruples, QA)'),

@@ -1,1 +1,3 @@
-"""Evaluation: ChartQA relaxed accuracy, sandboxed PoT, routing analysis."""
+"""Evaluation: the chart benchmarks on one seam (:mod:`.benchmarks`),
+ChartQA's relaxed accuracy, ChartMoE's reference scorer, sandboxed PoT,
+routing analysis."""

@@ -65,12 +65,3 @@ def accuracy_table(correct_by_split):
                              len(table) for tol in tols}
     return table
 
-
-def format_table(table, title=''):
-    """Text table, rows = splits, columns = @tolerance."""
-    tols = list(next(iter(table.values())).keys()) if table else []
-    lines = [title] if title else []
-    lines.append(f"{'':12s}" + ''.join(f'{"@" + str(t):>9s}' for t in tols))
-    for split, row in table.items():
-        lines.append(f'{split:12s}' + ''.join(f'{row[t]:9.2f}' for t in tols))
-    return '\n'.join(lines)

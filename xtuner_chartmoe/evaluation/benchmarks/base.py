@@ -130,15 +130,14 @@ class Benchmark(abc.ABC):
         files = data_files(path)
         if osp.isfile(path):
             return files
-        splits = {parquet_split(f) for f in files if f.endswith('.parquet')}
-        splits.discard(None)
+        splits = {parquet_split(f) for f in files} - {None}
         if len(splits) < 2:
             return files
         if self.eval_split not in splits:
             raise SchemaError(f'{path}: parquet shards of the splits '
                               f'{sorted(splits)}, none of {self.eval_split!r}')
-        return [f for f in files if not f.endswith('.parquet')
-                or parquet_split(f) in (None, self.eval_split)]
+        return [f for f in files
+                if parquet_split(f) in (None, self.eval_split)]
 
     def load(self, path, image_folder=None):
         """Every sample of the data file or folder ``path`` (each record

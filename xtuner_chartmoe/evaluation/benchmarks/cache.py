@@ -52,7 +52,7 @@ class PredictionCache:
         with open(self.path, 'a', encoding='utf-8') as f:
             for uid, prompt, reply in rows:
                 self.replies[uid] = (prompt, reply)
-                f.write(json.dumps({'uid': uid, 'prompt': prompt,
-                                    'reply': reply}, ensure_ascii=False) + '\n')
+                row = {'uid': uid, 'prompt': prompt, 'reply': reply}
+                f.write(json.dumps(row, ensure_ascii=False) + '\n')
             f.flush()
             os.fsync(f.fileno())

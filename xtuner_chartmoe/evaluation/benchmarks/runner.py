@@ -77,8 +77,12 @@ def format_table(table, title):
     columns = list(dict.fromkeys(c for row in table.values() for c in row))
     first = max([12] + [len(name) + 2 for name in table])
     width = max([9] + [len(c) + 2 for c in columns])
-    cell = lambda v: f'{v:{width}.2f}' if isinstance(v, float) else (
-        f'{v!s:>{width}}')
+
+    def cell(value):
+        if isinstance(value, float):
+            return f'{value:{width}.2f}'
+        return f'{value!s:>{width}}'
+
     lines = [title, ' ' * first + ''.join(f'{c:>{width}}' for c in columns)]
     for name, row in table.items():
         lines.append(f'{name:{first}}' + ''.join(cell(row.get(c, '-'))
@@ -146,9 +150,10 @@ def _answers(samples, replies, mode, protocol, images, pot_workers):
     """``(answers, errors)`` aligned with ``samples``: the stripped reply,
     or under PoT its program's answer; None (and the reason) where there
     is no reply."""
-    answers = [None if i not in replies else replies[i].strip()
+    answers = [replies[i].strip() if i in replies else None
                for i in range(len(samples))]
-    errors = [images.error(s) for s in samples]
+    errors = ['' if i in replies else images.error(s)
+              for i, s in enumerate(samples)]
     if mode == 'pot':
         asked = sorted(replies)
         ran = pot_answers([replies[i] for i in asked], protocol, pot_workers)
