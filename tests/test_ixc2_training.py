@@ -251,6 +251,26 @@ def test_tiny_sft_trains_the_moe_and_lora_only(tiny):
         'ixc2.vision_proj.num_selected'}
 
 
+def test_activation_checkpointing_gives_the_same_gradients(tiny, tokenizer):
+    from xtuner_chartmoe.families.ixc2.training_batch import ixc2_collate_fn
+    sample = tokenize_conversation(tokenizer, HAND)
+    torch.manual_seed(2)
+    batch = ixc2_collate_fn([{'input_ids': sample.input_ids,
+                              'labels': sample.labels,
+                              'pixel_values': torch.randn(1, 3, 112, 112)}])
+    grads = []
+    for checkpointing in (False, True):
+        model = sft_model(tiny)
+        model.ixc2.model.gradient_checkpointing = checkpointing
+        torch.manual_seed(3)  # the Partial LoRA's dropout
+        model(batch['data'])['loss'].backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()
+                      if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys()
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, msg=name)
+
+
 def test_real_size_trainable_counts_on_meta():
     from peft import LoraConfig
 

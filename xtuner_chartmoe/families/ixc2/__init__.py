@@ -21,6 +21,11 @@ Public API:
   ``expert_names``, ``connector``) and :func:`is_ixc2_source` (is a
   folder / hub id an IXC2-family checkpoint).
 - Stand-ins: :mod:`.standin` (``build_ixc2_standins``, ``build_on_meta``).
+- Training with XTuner (imported on their own, they need XTuner):
+  :mod:`.xtuner_model` (``IXC2ChartMoEModel``: ChartMoE's stages),
+  :mod:`.training_format` (conversation -> ids and loss labels),
+  :mod:`.training_batch` (collate, visual tokens into the embeddings),
+  :mod:`.qlora` (4-bit base linears).
 """
 from .chat import IXC2Chat, is_ixc2_source
 from .checkpoint import IXC2LoadReport, LoadedIXC2, load_ixc2, load_tokenizer

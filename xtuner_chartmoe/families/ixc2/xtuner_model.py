@@ -212,19 +212,6 @@ class IXC2ChartMoEModel(BaseModel):
         return OrderedDict((k, v) for k, v in state.items()
                            if self._is_trained(k))
 
-    def materialized(self, cfg):
-        """This model with real tensors everywhere: ``pth_to_hf`` builds it
-        on the meta device and fills in only the trained tensors. Then the
-        model is built again from ``cfg.model`` (reading the base release)
-        and the trained tensors are copied in."""
-        state = self.state_dict()
-        if not any(t.is_meta for t in torch.nn.Module.state_dict(
-                self).values()):
-            return self
-        full = BUILDER.build(cfg.model)
-        full.load_state_dict(state, strict=False)
-        return full
-
     def merged_ixc2(self, inplace=False):
         """The trained model as a plain :class:`IXC2ForCausalLM` (the
         released layout, keys ``model.*``, ``vit.*``, ``vision_proj.*``,
