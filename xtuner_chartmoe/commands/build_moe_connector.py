@@ -10,18 +10,30 @@
     # ChartMoE's own mlp_moe.pth (moe_construction.py) -> our folder, and back
     chartmoe build-moe import OUT_DIR --checkpoint mlp_moe.pth
     chartmoe build-moe export CONNECTOR_DIR --checkpoint OUT.pth
+    # InternLM-XComposer2 (ChartMoE's own recipe): the base release's
+    # vision_proj + the three aligned ones, and ChartMoE's mlp_moe.pth too
+    chartmoe build-moe diverse OUT_DIR --projectors \\
+        general=internlm/internlm-xcomposer2-vl-7b table=TABLE_HF_DIR \\
+        json=.../mm_mlp.bin code=CODE_WORK_DIR --mlp-moe OUT_DIR/mlp_moe.pth
 
 A projector is an XTuner ``projector/`` folder, a checkpoint ``.pth`` / a
-DeepSpeed folder, or a training work dir (its last checkpoint); ``ROLE=PATH``
-names the expert (the names label logs and plots and decide the order of an
-export); plain paths in ``diverse`` are general, table, json, code in that
-order. OUT_DIR is written with ``save_pretrained`` (weights + code) and
-reloads with ``AutoModel.from_pretrained(OUT_DIR, trust_remote_code=True)``;
-point ``moe_projector=dict(pretrained=OUT_DIR)`` of a stage config at it.
+DeepSpeed folder, or a training work dir (its last checkpoint); for
+InternLM-XComposer2 also a release folder or offline hub id (its
+``vision_proj``), ChartMoE's ``mm_mlp.bin`` (``vision_proj.{0,2}.*``, what
+its align stage saves) or the ``pth_to_hf`` output of an align stage (which
+holds one). ``ROLE=PATH`` names the expert (the names label logs and plots
+and decide the order of an export); plain paths in ``diverse`` are general,
+table, json, code in that order. OUT_DIR is written with
+``save_pretrained`` (weights + code) and reloads with
+``AutoModel.from_pretrained(OUT_DIR, trust_remote_code=True)``; point
+``moe_projector=dict(pretrained=OUT_DIR)`` of a stage config at it;
+``--mlp-moe PATH`` writes it as ChartMoE's ``mlp_moe.pth`` too.
 ``import`` reads the reference's experts in the order general, table, json,
 code (``--expert-names`` to name them otherwise); ``export`` writes them in
-that order whatever their positions here. Every load checks that each tensor
-finds its place; nothing is written when one does not.
+that order whatever their positions here, from our folder, the ``pth_to_hf``
+output of an IXC2 MoE stage or a ChartMoE release folder / hub id. Every
+load checks that each tensor finds its place; nothing is written when one
+does not.
 """
 import argparse
 import sys
@@ -30,7 +42,7 @@ from xtuner_chartmoe.commands.cli import run_main
 from xtuner_chartmoe.fileio import atomic_directory
 from xtuner_chartmoe.model import (CHARTMOE_EXPERT_NAMES, ROUTERS,
                                    build_moe_projector, export_reference,
-                                   load_connector)
+                                   load_connector, write_reference)
 
 
 def parse_args(argv=None):
@@ -55,6 +67,10 @@ def parse_args(argv=None):
     imported.add_argument('--checkpoint', required=True)
     imported.add_argument('--expert-names', nargs='+',
                           default=list(CHARTMOE_EXPERT_NAMES))
+    for written in (*(modes.choices[m] for m in ('diverse', 'upcycle',
+                                                 'random')), imported):
+        written.add_argument('--mlp-moe', metavar='PATH',
+                             help="also write ChartMoE's mlp_moe.pth here")
     exported = modes.add_parser('export', help="to ChartMoE's mlp_moe.pth")
     exported.add_argument('connector_dir')
     exported.add_argument('--checkpoint', required=True)
@@ -99,6 +115,9 @@ def main(argv=None):
           f'{cfg.expert_names}, {cfg.visual_hidden_size} -> '
           f'{cfg.llm_hidden_size}, top-{cfg.num_selected}, {cfg.router_type} '
           f'router -> {args.out_dir}')
+    if args.mlp_moe:
+        path = write_reference(moe, args.mlp_moe)
+        print(f"ChartMoE's mlp_moe.pth -> {path}")
     return 0
 
 

@@ -8,7 +8,15 @@ HF_DIR is the output of ``python -m xtuner.tools.model_converters.pth_to_hf``
 MoE connector and the visual encoder are saved next to it with a
 ``chartmoe.json`` manifest (prompt template, visual_select_layer), which
 ``xtuner_chartmoe.families.llava.chat.LLaVAChat`` reads. See
-``xtuner_chartmoe/release.py``.
+``xtuner_chartmoe/release/merge.py``.
+
+For an InternLM-XComposer2 model (HF_DIR holds ``chartmoe_ixc2_hf.json``:
+the connector, ``llm_adapter/``, the base release) SAVE_DIR is the released
+ChartMoE layout: the base release's weights under its key names with the
+trained ``vision_proj`` and the LoRA folded in, IXC2's config.json with
+``num_experts`` / ``num_selected``, the tokenizer and the model code
+(``AutoModel.from_pretrained(SAVE_DIR, trust_remote_code=True)``); see
+``xtuner_chartmoe/release/ixc2_release.py``.
 """
 import argparse
 import sys

@@ -14,6 +14,9 @@
     chartmoe standin run work_dirs/standin_ixc2 -- chartmoe chat \
         IDEA-FinAI/chartmoe --image chart.png --question "..."
     chartmoe standin counts --family ixc2   # full size, meta device
+    # and the trainable sets of IXC2 stage configs
+    chartmoe standin counts --family ixc2 \
+        configs/chartmoe/internlm_xcomposer2_vl_7b/*.py
 
 ``train`` prints and runs ``torchrun ... -m xtuner.tools.train CONFIG
 --launcher pytorch --deepspeed deepspeed_zero2 --cfg-options ...`` in the
@@ -74,12 +77,23 @@ def main(argv=None):
     args, rest = parse_args(argv[:split]), argv[split + 1:]
     if args.command == 'counts' and args.family == 'ixc2':
         from xtuner_chartmoe.families.ixc2.standin import (build_on_meta,
-                                                           parameter_counts)
+                                                           parameter_counts,
+                                                           stage_counts)
         for name, chartmoe in (('InternLM-XComposer2-VL-7B', False),
                                ('ChartMoE', True)):
             counts = parameter_counts(build_on_meta(chartmoe))
             print(f'{name}: ' + ', '.join(f'{k} {v:,}'
                                           for k, v in counts.items()))
+        if args.configs:
+            print(f'| {"config":58s} | {"total":>13s} | {"trainable":>11s} '
+                  f'| {"vision_proj":>11s} | {"LoRA":>11s} |')
+            print(f'|{"-" * 60}|{"-" * 15}|{"-" * 13}|{"-" * 13}|'
+                  f'{"-" * 13}|')
+        for config in args.configs:
+            c = stage_counts(resolve_config(config))
+            name = osp.basename(config).replace('.py', '')
+            print(f'| {name:58s} | {c["total"]:13,} | {c["trainable"]:11,} '
+                  f'| {c["vision_proj"]:11,} | {c["lora"]:11,} |')
         return 0
     if args.command == 'counts':
         if not args.configs:

@@ -13,7 +13,8 @@ from .connector_builder import build_moe_projector
 from .connector_formats import (CHARTMOE_EXPERT_NAMES,
                                 connector_from_reference,
                                 connector_to_reference, export_reference,
-                                load_connector, load_dense_projector_state)
+                                load_connector, load_dense_projector_state,
+                                write_reference)
 from .modeling_clip_moe import CLIPMoEMLP, clip_moe_layers, upcycle_clip_mlps
 from .modeling_moe_projector import MoEProjectorModel, MoEProjectorOutput
 from .moe_block import (RoutingRecorder, SparseMoEBlock, combine, dispatch,
@@ -36,7 +37,8 @@ __all__ = [
     'MoEProjectorOutput', 'SparseMoEBlock', 'RoutingRecorder', 'dispatch',
     'combine', 'run_experts_sliced', 'run_experts_grouped',
     'build_moe_projector', 'load_connector', 'connector_from_reference',
-    'connector_to_reference', 'export_reference', 'CHARTMOE_EXPERT_NAMES',
+    'connector_to_reference', 'export_reference', 'write_reference',
+    'CHARTMOE_EXPERT_NAMES',
     'load_checkpoint', 'LoadReport', 'load_dense_projector_state',
     'load_hf_folder_state', 'ROUTERS', 'RouterOutput', 'build_router',
     'CLIPMoEMLP', 'clip_moe_layers', 'load_clip_vision', 'upcycle_clip_mlps'

@@ -1,6 +1,11 @@
 """Configuration of the ChartMoE MoE connector (HF ``PretrainedConfig``)."""
 from transformers import PretrainedConfig
 
+# ChartMoE's experts in its order (arXiv 2409.03277; IDEA-FinAI/ChartMoE
+# ``chartmoe/train/moe_construction.py``): the base model's projector, then
+# the table-, JSON- and code-aligned ones.
+CHARTMOE_EXPERT_NAMES = ('general', 'table', 'json', 'code')
+
 
 class MoEProjectorConfig(PretrainedConfig):
     """Settings of :class:`MoEProjectorModel`.

@@ -3,15 +3,23 @@
 - A dense projector (an expert's source): XTuner's ``projector/`` folder, a
   training checkpoint (``iter_*.pth`` file or DeepSpeed folder, whole-model
   keys), a training work dir (its ``last_checkpoint``) or a plain state dict
-  file: :func:`load_dense_projector_state`.
-- Our connector folder (``save_pretrained``: weights + code):
-  :func:`load_connector`.
+  file: :func:`load_dense_projector_state`. For InternLM-XComposer2 (IXC2,
+  arXiv 2401.16420), whose dense connector is ``vision_proj.{0,2}``: a
+  release folder or offline hub id (its ``vision_proj.*`` only are read),
+  ChartMoE's ``mm_mlp.bin`` (what its align trainer saves, IDEA-FinAI/
+  ChartMoE ``chartmoe/train/train.py``; :data:`ALIGN_FILE`) or a folder
+  holding one (the ``pth_to_hf`` output of an align stage).
+- Our connector folder (``save_pretrained``: weights + code), or a folder
+  holding one as :data:`CONNECTOR_SUBDIR` (the ``pth_to_hf`` output of an
+  IXC2 MoE stage), or a ChartMoE release folder / hub id (its
+  ``vision_proj.gate`` / ``experts``): :func:`load_connector`.
 - ChartMoE's own connector file (``moe_construction.py`` of the reference
   code saves ``mlp_moe.pth``: ``gate.weight [E, Dv]``,
   ``experts.{i}.{0,2}.*`` and ``num_selected`` as a plain int; experts in
   the order general, table, json, code): read by
   :func:`connector_from_reference` (and :func:`load_connector`), written by
-  :func:`connector_to_reference` / :func:`export_reference`.
+  :func:`connector_to_reference` / :func:`write_reference` /
+  :func:`export_reference`.
 """
 import os
 import os.path as osp
@@ -21,37 +29,91 @@ import torch
 
 from ..engine.run_log import last_checkpoint
 from .checkpoint import load_checkpoint, load_hf_folder_state
-from .configuration_moe_projector import MoEProjectorConfig
+from .configuration_moe_projector import (CHARTMOE_EXPERT_NAMES,
+                                          MoEProjectorConfig)
 from .modeling_moe_projector import MoEProjectorModel
 
-CHARTMOE_EXPERT_NAMES = ('general', 'table', 'json', 'code')
 DENSE_PROJECTOR_KEY = re.compile(r'^model\.(\d+)\.(weight|bias)$')
+# A dense projector's linears as checkpoints name them: XTuner's projector
+# (``model.N``, in a whole LLaVA model ``projector.model.N``), IXC2's
+# ``vision_proj.N`` (in a training model ``<prefix>.vision_proj.N``).
+DENSE_KEY_FORMS = re.compile(
+    r'^(?:(?:projector\.)?model|(?:[\w.]+\.)?vision_proj)\.(\d+)\.'
+    r'(weight|bias)$')
+ALIGN_FILE = 'mm_mlp.bin'  # ChartMoE's aligned dense vision_proj
+CONNECTOR_SUBDIR = 'vision_proj'  # the MoE connector in an IXC2 pth_to_hf
 _EXPERT_LINEAR = re.compile(r'^experts\.0\.(\d+)\.weight$')
 
 
 def _strip_to_dense_keys(state_dict, source):
-    """Keep ``model.{i}.{weight,bias}`` of a dense projector, dropping the
-    ``projector.`` prefix of whole-model (LLaVA) checkpoints."""
+    """``model.{i}.{weight,bias}`` of a dense projector from any of
+    :data:`DENSE_KEY_FORMS`."""
     dense = {}
     for key, value in state_dict.items():
-        key = key[len('projector.'):] if key.startswith('projector.') else key
-        if DENSE_PROJECTOR_KEY.match(key):
-            dense[key] = value
+        match = DENSE_KEY_FORMS.match(key)
+        if match:
+            dense[f'model.{match.group(1)}.{match.group(2)}'] = value
     if not dense:
         sample = ', '.join(list(state_dict)[:5])
         raise ValueError(
             f'{source}: no dense projector weights found; expected keys '
-            f"'model.<i>.weight' or 'projector.model.<i>.weight', got "
+            f"'model.<i>.weight', 'projector.model.<i>.weight' or "
+            f"'vision_proj.<i>.weight', got "
             f'[{sample}{", ..." if len(state_dict) > 5 else ""}]')
     return dense
+
+
+def _is_ixc2_release(source):
+    """Whether ``source`` is an IXC2-family release folder or offline hub
+    id (read lazily: the family imports this package)."""
+    from ..families.ixc2.chat import is_ixc2_source
+    return is_ixc2_source(source)
+
+
+def released_vision_proj(source):
+    """``(state, num_selected)``: the ``vision_proj.*`` tensors of an
+    IXC2-family release folder or offline hub id, without the prefix
+    (dense ``{0,2}.{weight,bias}`` or ChartMoE's ``gate.weight``,
+    ``experts.{i}.{0,2}.*``), read alone from its weight files; and the
+    config's ``num_selected`` (None: a dense connector)."""
+    from ..families.ixc2.checkpoint import WeightFiles, resolve_folder
+    from ..families.ixc2.configuration_ixc2 import IXC2Config
+    folder = resolve_folder(source)
+    config = IXC2Config.from_released(folder)
+    weights = WeightFiles(folder)
+    by_file = {}
+    for key, stored in weights.tensors.items():
+        if key.startswith('vision_proj.') and \
+                key != 'vision_proj.num_selected':
+            by_file.setdefault(stored.file, []).append(key)
+    if not by_file:
+        raise ValueError(f'{folder}: no vision_proj.* tensors; expected an '
+                         'InternLM-XComposer2 release')
+    state = {}
+    for name, keys in by_file.items():
+        state.update(weights.read(name, keys))
+    return ({k[len('vision_proj.'):]: v for k, v in state.items()},
+            config.num_selected)
 
 
 def load_dense_projector_state(path):
     """Read a dense projector's weights from ``path`` (any of the module
     docstring's dense forms). Returns ``{'model.0.weight': ..., ...}``.
     """
+    path = os.fspath(path)
+    if osp.isfile(osp.join(path, ALIGN_FILE)):
+        path = osp.join(path, ALIGN_FILE)
+    elif not osp.isfile(path) and _is_ixc2_release(path):
+        state, num_selected = released_vision_proj(path)
+        if num_selected is not None:
+            raise ValueError(f'{path}: its vision_proj is a MoE connector '
+                             '(config.json has num_selected); expected a '
+                             'dense one (IXC2, or an align stage)')
+        return _strip_to_dense_keys({f'vision_proj.{k}': v
+                                     for k, v in state.items()}, path)
     if not osp.exists(path):
-        raise FileNotFoundError(f'projector checkpoint not found: {path}')
+        raise FileNotFoundError(f'projector checkpoint not found: {path} '
+                                '(nor a hub id in the local hub cache)')
     if osp.isdir(path) and osp.isfile(osp.join(path, 'last_checkpoint')):
         path = last_checkpoint(path)
     if osp.isdir(path) and osp.isfile(osp.join(path, 'config.json')):
@@ -127,7 +189,8 @@ def connector_to_reference(moe, order=CHARTMOE_EXPERT_NAMES):
     names = list(moe.config.expert_names)
     if sorted(names) != sorted(order):
         raise ValueError(f'experts are named {names}; the reference format '
-                         f'needs exactly the roles {list(order)}')
+                         f'needs exactly the roles {list(order)} (name them '
+                         'with --expert-names)')
     state = {'gate.weight': moe.gate.weight.detach()[
         [names.index(role) for role in order]].clone()}
     for i, role in enumerate(order):
@@ -140,10 +203,24 @@ def connector_to_reference(moe, order=CHARTMOE_EXPERT_NAMES):
 
 def load_connector(path, expert_names=None):
     """The MoE connector at ``path``: a ``save_pretrained`` folder (weights +
-    code) or ChartMoE's ``mlp_moe.pth``. Every tensor must find its place;
-    errors name the file and the keys."""
+    code), a folder holding one as :data:`CONNECTOR_SUBDIR`, a ChartMoE
+    release folder or offline hub id, or ChartMoE's ``mlp_moe.pth``. Every
+    tensor must find its place; errors name the file and the keys."""
+    path = os.fspath(path)
+    if osp.isfile(osp.join(path, CONNECTOR_SUBDIR, 'config.json')):
+        path = osp.join(path, CONNECTOR_SUBDIR)
+    elif not osp.isfile(path) and _is_ixc2_release(path):
+        state, num_selected = released_vision_proj(path)
+        if num_selected is None:
+            raise ValueError(f'{path}: a dense vision_proj (config.json has '
+                             'no num_experts / num_selected); expected a '
+                             'ChartMoE release with a MoE connector')
+        return connector_from_reference({**state,
+                                         'num_selected': num_selected},
+                                        path, expert_names)
     if not osp.exists(path):
-        raise FileNotFoundError(f'MoE connector not found: {path}')
+        raise FileNotFoundError(f'MoE connector not found: {path} (nor a '
+                                'hub id in the local hub cache)')
     if osp.isdir(path):
         if not osp.isfile(osp.join(path, 'config.json')):
             raise ValueError(f'{path}: no config.json; expected a folder '
@@ -155,13 +232,19 @@ def load_connector(path, expert_names=None):
                                     expert_names)
 
 
-def export_reference(connector_dir, path):
-    """Write the connector at ``connector_dir`` as ChartMoE's
-    ``mlp_moe.pth`` to ``path`` (temporary file, then rename); returns the
-    path."""
-    state = connector_to_reference(load_connector(connector_dir))
+def write_reference(moe, path):
+    """Write ``moe`` as ChartMoE's ``mlp_moe.pth`` to ``path`` (temporary
+    file, then rename); returns the absolute path."""
+    state = connector_to_reference(moe)
     path = osp.abspath(path)
     tmp = f'{path}.tmp{os.getpid()}'
     torch.save(state, tmp)
     os.replace(tmp, path)
     return path
+
+
+def export_reference(connector_dir, path):
+    """Write the connector at ``connector_dir`` (any source
+    :func:`load_connector` reads) as ChartMoE's ``mlp_moe.pth`` to
+    ``path``; returns the path."""
+    return write_reference(load_connector(connector_dir), path)

@@ -11,6 +11,9 @@
     chartmoe.json    prompt template, visual_select_layer (RELEASE_MANIFEST)
 
 which ``xtuner_chartmoe.families.llava.chat.LLaVAChat.from_release`` loads.
+The ``pth_to_hf`` output of an IXC2 model (its manifest
+``chartmoe_ixc2_hf.json``) becomes the released ChartMoE layout instead
+(:func:`~.ixc2_release.merge_ixc2_release`).
 """
 import json
 import os.path as osp
@@ -39,6 +42,9 @@ def read_hf_manifest(hf_dir):
 def write_release(hf_dir, save_dir, device='cpu'):
     """Merge ``hf_dir`` into the release folder ``save_dir`` (written beside
     it, then renamed into place: an interrupted merge leaves nothing)."""
+    from .ixc2_release import IXC2_HF_MANIFEST, merge_ixc2_release
+    if osp.isfile(osp.join(hf_dir, IXC2_HF_MANIFEST)):
+        return merge_ixc2_release(hf_dir, save_dir, device)
     manifest = read_hf_manifest(hf_dir)
     if osp.isdir(osp.join(hf_dir, 'visual_encoder_adapter')):
         raise ValueError('a LoRA-tuned visual encoder is not supported yet')

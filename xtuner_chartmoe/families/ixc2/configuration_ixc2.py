@@ -65,7 +65,10 @@ class IXC2Config(PretrainedConfig):
     ``vision_proj``) and ``attn_implementation`` (``'sdpa'`` or ``'eager'``,
     the latter with IXC2's fp32 softmax).
     """
-    model_type = 'xtuner_chartmoe_ixc2'
+    # IXC2's own (its config.json's): a release folder written by
+    # xtuner_chartmoe.release.ixc2_release names this class in auto_map,
+    # and transformers warns when the two differ.
+    model_type = 'internlm'
 
     def __init__(self, vocab_size=92544, hidden_size=4096,
                  intermediate_size=14336, num_hidden_layers=32,
@@ -96,6 +99,8 @@ class IXC2Config(PretrainedConfig):
         if (num_experts is None) != (num_selected is None):
             raise ValueError('num_experts and num_selected go together, got '
                              f'{num_experts} and {num_selected}')
+        if attn_implementation is None:  # transformers' from_dict passes it
+            attn_implementation = 'sdpa'
         if attn_implementation not in ('sdpa', 'eager'):
             raise ValueError("attn_implementation must be 'sdpa' or 'eager', "
                              f'got {attn_implementation!r}')

@@ -15,8 +15,9 @@ import torch.nn.functional as F
 from transformers import DynamicCache, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from xtuner_chartmoe.model import (CHARTMOE_EXPERT_NAMES, MoEProjectorConfig,
-                                   MoEProjectorModel)
+from xtuner_chartmoe.model.configuration_moe_projector import (
+    CHARTMOE_EXPERT_NAMES, MoEProjectorConfig)
+from xtuner_chartmoe.model.modeling_moe_projector import MoEProjectorModel
 
 from .configuration_ixc2 import IXC2Config
 from .modeling_internlm2_plora import InternLM2PLoRAModel
@@ -63,6 +64,9 @@ class IXC2ForCausalLM(PreTrainedModel, GenerationMixin):
     _supports_cache_class = True
     _supports_sdpa = True
     _no_split_modules = ['InternLM2DecoderLayer', 'CLIPEncoderLayer']
+    # A released folder holds no connector top-k buffer: config.json's
+    # num_selected sets it (transformers' from_pretrained need not warn).
+    _keys_to_ignore_on_load_missing = [r'^vision_proj\.num_selected$']
 
     def __init__(self, config: IXC2Config):
         super().__init__(config)

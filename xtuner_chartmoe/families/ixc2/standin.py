@@ -216,3 +216,32 @@ def parameter_counts(model):
         if name.endswith('position_embedding.weight'):
             counts['position_table'] = param.numel()
     return counts
+
+
+def stage_counts(config_path):
+    """Full-size parameter counts of an IXC2 stage config
+    (``IXC2ChartMoEModel``), built on the meta device as the config says
+    (freezing, LoRA) with IXC2-VL-7B's architecture in place of the
+    release it names (ChartMoE's MoE connector when the config has
+    ``moe_projector``; no checkpoint, no quantization: a QLoRA config then
+    counts as its LoRA model). Returns ``{'total', 'trainable',
+    'vision_proj', 'lora'}`` (trainable ones for the last two)."""
+    from mmengine.config import Config
+    from xtuner.registry import BUILDER
+    model_cfg = dict(Config.fromfile(config_path).model)
+    for key in ('pretrained_pth', 'quantization_config'):
+        model_cfg.pop(key, None)
+    model_cfg['ixc2'] = ixc2_config(
+        chartmoe=model_cfg.pop('moe_projector', None) is not None)
+    with torch.device('meta'):
+        model = BUILDER.build(model_cfg)
+    counts = {'total': 0, 'trainable': 0, 'vision_proj': 0, 'lora': 0}
+    for name, param in model.named_parameters():
+        counts['total'] += param.numel()
+        if param.requires_grad:
+            counts['trainable'] += param.numel()
+            part = ('vision_proj' if '.vision_proj.' in f'.{name}' else
+                    'lora' if '.lora_' in name else None)
+            if part:
+                counts[part] += param.numel()
+    return counts
