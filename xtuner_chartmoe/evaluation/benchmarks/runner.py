@@ -194,9 +194,9 @@ def run(benchmark, chat, data, out_dir, image_folder=None, modes=None,
     """Evaluate ``chat`` (a :class:`~xtuner_chartmoe.families.base.
     ChatModel`) on ``benchmark``'s ``data`` (a path, a list of paths or
     the samples of :func:`load_samples`) in ``modes`` under ``protocols``
-    (names, as :func:`choose` takes them). Writes
-    ``out_dir`` as the module says; returns ``(results, text)``: the
-    content of ``results.json`` and of ``results.txt``. Raises
+    (names, as :func:`choose` takes them). Writes ``out_dir`` as the
+    module says; returns ``(results, text)``: the content of
+    ``results.json`` and of ``results.txt``. Raises
     :class:`~xtuner_chartmoe.evaluation.sandbox.SandboxUnavailable` before
     generating when PoT is asked for and the sandbox cannot run."""
     modes, protocols = choose(benchmark, modes, protocols)
