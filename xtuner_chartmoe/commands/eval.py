@@ -4,8 +4,10 @@ downloaded.
     chartmoe eval --list
     chartmoe eval chartqa --release work_dirs/chartmoe_tiny \\
         --data work_dirs/tiny/data/test --image-folder work_dirs/tiny/data
+    huggingface-cli download HuggingFaceM4/ChartQA --repo-type dataset \\
+        --local-dir data/m4_chartqa
     chartmoe eval chartqa --release IDEA-FinAI/chartmoe \\
-        --data HuggingFaceM4/ChartQA --modes short pot --protocol ours chartmoe
+        --data data/m4_chartqa --modes short pot --protocol ours chartmoe
     chartmoe eval chartqa --config CFG.py --checkpoint iter_N.pth --data ...
 
 ``--data``: the file or folder as downloaded (JSON, JSON lines or the
