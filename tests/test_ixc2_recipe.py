@@ -3,7 +3,8 @@
 device; the real align and SFT configs trained for 2 steps each on the
 stand-in of ``Coobiw/InternLM-XComposer2_Enhanced`` (1 LLM + 1 ViT layer,
 every width real; 112-px images, i.e. 64 visual tokens, to fit a CPU) with
-their hooks on, the SFT through DeepSpeed ZeRO-2, the connector built in
+their hooks on, through DeepSpeed ZeRO-2 as they are written, the
+connector built in
 between (ChartMoE's ``mlp_moe.pth``), ``pth_to_hf`` of the DeepSpeed
 checkpoint folder, the merge into the released layout, reloaded through
 ``AutoModel`` (its remote code) and through our loader, answering."""
@@ -43,7 +44,8 @@ def test_full_size_trainable_sets(stage):
 
 
 def cpu_options(config, data_file):
-    """``--cfg-options`` that run a real IXC2 config on a CPU: fp32, gloo,
+    """``--cfg-options`` that run a real IXC2 config on a CPU: fp32 (as
+    the stand-in is stored), gloo,
     batch 1 without accumulation or workers, 2 records of ``data_file``,
     2 iterations logged, 112-px images, short sequences and replies."""
     from mmengine.config import Config
@@ -51,7 +53,7 @@ def cpu_options(config, data_file):
              for h in Config.fromfile(config).custom_hooks]
     chat_hook = hooks.index('IXC2EvaluateChatHook')
     return [
-        'model.torch_dtype=float32',
+        'model.torch_dtype=auto',  # the stand-in is stored in float32
         'model.use_activation_checkpointing=False',
         'model.max_length=160', 'env_cfg.dist_cfg.backend=gloo',
         'train_dataloader.batch_size=1', 'train_dataloader.num_workers=0',
@@ -108,22 +110,31 @@ def image_logits(model, pixels, ids):
 
 @pytest.fixture(scope='module')
 def recipe(tmp_path_factory):
+    import huggingface_hub
+
+    from xtuner_chartmoe.commands.build_moe_connector import main as build_moe
     from xtuner_chartmoe.families.ixc2.standin import build_ixc2_standins
     root = tmp_path_factory.mktemp('ixc2_recipe')
     paths = build_ixc2_standins(root, llm_layers=1, vision_layers=1,
-                                repos=(ENHANCED,), img_size=112)
+                                repos=(ENHANCED,), dtype=torch.float32,
+                                img_size=112)
     write_data(root)
     align, sft = REAL.format('align_table_e1_gpu4'), REAL.format(
         'lora_e1_gpu4_sft')
     out = {'root': root, 'base': paths[ENHANCED]}
-    out['align_log'] = run(root, 'train', align, '--cfg-options',
+    out['align_log'] = run(root, 'train', align, '--deepspeed',
+                           'deepspeed_zero2', '--cfg-options',
                            *cpu_options(align, 'chart2table.json'))
     align_dir = 'work_dirs/chartmoe_internlm_xcomposer2_vl_7b_align_table_' \
         'e1_gpu4'
-    run(root, 'build-moe', 'diverse', 'work_dirs/moe', '--projectors',
-        f'general={ENHANCED}', *(f'{r}={align_dir}' for r in (
-            'table', 'json', 'code')),
-        '--mlp-moe', 'work_dirs/mlp_moe.pth')
+    with pytest.MonkeyPatch.context() as patch:  # in-process: the hub id
+        patch.setattr(huggingface_hub.constants, 'HF_HUB_CACHE',
+                      paths['hf_cache'])
+        patch.chdir(root)
+        build_moe(['diverse', 'work_dirs/moe', '--projectors',
+                   f'general={ENHANCED}', *(f'{r}={align_dir}' for r in (
+                       'table', 'json', 'code')),
+                   '--mlp-moe', 'work_dirs/mlp_moe.pth'])
     out['sft_log'] = run(root, 'train', sft, '--deepspeed', 'deepspeed_zero2',
                          '--cfg-options', *cpu_options(sft, 'chartqa.json'),
                          'model.moe_projector.pretrained=work_dirs/'
@@ -143,7 +154,8 @@ def test_real_align_trains_vision_proj_with_its_hook(recipe):
     log = recipe['align_log']
     assert log.count('Sample output') == 2  # before and after training
     losses = re.findall(r'Iter\(train\) \[\d/2\].*? loss: ([\d.]+)', log)
-    assert len(losses) == 2 and all(10 < float(v) < 13 for v in losses)
+    assert len(losses) == 2 and 10 < float(losses[0]) < 13  # ln(92544)
+    assert 0 < float(losses[1]) < 13
 
 
 def test_real_sft_checkpoint_is_a_deepspeed_folder(recipe):
@@ -152,7 +164,7 @@ def test_real_sft_checkpoint_is_a_deepspeed_folder(recipe):
     state = guess_load_checkpoint(str(recipe['checkpoint']))
     lora = sum(v.numel() for k, v in state.items() if '.lora_' in k)
     moe = sum(v.numel() for k, v in state.items()
-              if 'vision_proj' in k and v.is_floating_point())
+              if 'vision_proj' in k and not k.endswith('num_selected'))
     assert (moe, lora) == (MOE, LORA // 32)  # one layer here
     assert recipe['sft_log'].count('Sample output') == 2
     assert 'router_entropy' in recipe['sft_log']
