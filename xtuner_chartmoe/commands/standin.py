@@ -16,7 +16,7 @@
     chartmoe standin counts --family ixc2   # full size, meta device
     # and the trainable sets of IXC2 stage configs
     chartmoe standin counts --family ixc2 \
-        configs/chartmoe/internlm_xcomposer2_vl_7b/*.py
+        configs/chartmoe/internlm_xcomposer2_vl_7b/chartmoe_*.py
 
 ``train`` prints and runs ``torchrun ... -m xtuner.tools.train CONFIG
 --launcher pytorch --deepspeed deepspeed_zero2 --cfg-options ...`` in the

@@ -228,7 +228,11 @@ def stage_counts(config_path):
     'vision_proj', 'lora'}`` (trainable ones for the last two)."""
     from mmengine.config import Config
     from xtuner.registry import BUILDER
-    model_cfg = dict(Config.fromfile(config_path).model)
+    cfg = Config.fromfile(config_path)
+    if 'model' not in cfg:
+        raise ValueError(f'{config_path}: no model; expected an IXC2 stage '
+                         'config')
+    model_cfg = dict(cfg.model)
     for key in ('pretrained_pth', 'quantization_config'):
         model_cfg.pop(key, None)
     model_cfg['ixc2'] = ixc2_config(
