@@ -220,6 +220,26 @@ def test_remote_code_loads_without_the_package_with_our_logits(sft, tmp_path):
     torch.testing.assert_close(trained, ours, rtol=0, atol=1e-5)
 
 
+def test_huggingface_save_format_is_the_merged_release(sft, tmp_path):
+    """pth_to_hf --save-format huggingface: both steps at once, the same
+    folder as pth_to_hf + merge; a format without a place for IXC2 is
+    refused in one line."""
+    model = trained_model(sft)
+    cfg = Config.fromfile(SFT)
+    cfg.model.ixc2 = str(sft['tiny'] / 'ixc2')
+    model.to_hf(cfg, str(tmp_path / 'release'), fp32=True,
+                save_format='huggingface')
+    assert sorted(os.listdir(tmp_path / 'release')) == sorted(
+        os.listdir(sft['release']))
+    ours, merged = ixc2_state(tmp_path / 'release'), ixc2_state(
+        sft['release'])
+    assert ours.keys() == merged.keys()
+    assert all(torch.equal(ours[k], merged[k]) for k in ours)
+    assert os.listdir(tmp_path) == ['release']  # no staging left behind
+    with pytest.raises(NotImplementedError, match="save_format='official'"):
+        model.to_hf(cfg, str(tmp_path / 'official'), save_format='official')
+
+
 def _zip_members(path):
     """A torch.save file's members but its random serialization id."""
     with zipfile.ZipFile(path) as z:
