@@ -68,7 +68,8 @@ def evaluate(args, name, data, protocols, out):
     """Run benchmark ``name`` on ``data`` (a path or paths) for the model of
     ``args`` (:func:`add_model_arguments`, :func:`add_run_arguments`):
     the inputs are checked (data, modes, protocols, sandbox) before the
-    model loads; prints the tables."""
+    model loads; prints the tables. Returns the content of
+    ``results.json``."""
     from xtuner_chartmoe.evaluation.benchmarks import get_benchmark
     from xtuner_chartmoe.evaluation.benchmarks.runner import (
         choose, load_samples, run)
@@ -90,13 +91,13 @@ def evaluate(args, name, data, protocols, out):
             chat.force_expert(args.force_expert)
         except ValueError as err:
             raise ValueError(f'--force-expert: {err}') from None
-    _, text = run(benchmark, chat, samples, out, modes=modes,
+    results, text = run(benchmark, chat, samples, out, modes=modes,
                   protocols=protocols, batch_size=args.batch_size,
                   max_new_tokens=args.max_new_tokens,
                   pot_workers=args.pot_workers)
     print(text)
     print(f'written to {out}/results.txt and results.json')
-    return 0
+    return results
 
 
 def main(argv=None):
@@ -122,8 +123,9 @@ def main(argv=None):
                                                    args.config):
         raise ValueError('give BENCHMARK, --data and --release (or '
                          '--config and --checkpoint), or --list')
-    return evaluate(args, args.benchmark, args.data, args.protocol,
-                    args.out or f'work_dirs/eval_{args.benchmark}')
+    evaluate(args, args.benchmark, args.data, args.protocol,
+             args.out or f'work_dirs/eval_{args.benchmark}')
+    return 0
 
 
 if __name__ == '__main__':

@@ -24,6 +24,10 @@ process, time and memory limits, no network, no view of the data; see
 evaluation stops at once with one line saying how to install it. Writes
 ``results.txt`` / ``results.json`` (rows Human / Augmented / Averaged,
 columns 0.05 / 0.1 / 0.2) and per-question ``answers_*.jsonl``.
+``results.json`` keeps this command's layout: ``{mode: table}``, or with
+``--protocol both`` ``{'ours': {mode: table}, 'chartmoe (pot_idx N)':
+{...}}`` (``chartmoe eval`` writes the seam's, with ``scores`` per
+protocol and the sample counts).
 """
 import argparse
 import os.path as osp
@@ -32,6 +36,20 @@ import sys
 from xtuner_chartmoe.commands.cli import run_main
 from xtuner_chartmoe.commands.eval import add_run_arguments, evaluate
 from xtuner_chartmoe.commands.model_options import add_model_arguments
+from xtuner_chartmoe.fileio import atomic_write_json
+
+# The names this command has always given ChartQA's protocols.
+LEGACY_NAMES = {'ours': 'ours', 'chartmoe': 'chartmoe (pot_idx 0)',
+                'chartmoe-pot1': 'chartmoe (pot_idx 1)'}
+
+
+def legacy_results(scores):
+    """The runner's ``scores`` (``{protocol: {mode: table}}``) in this
+    command's ``results.json`` layout: one protocol's ``{mode: table}``, or
+    ``{legacy name: {mode: table}}`` for two."""
+    if len(scores) == 1:
+        return next(iter(scores.values()))
+    return {LEGACY_NAMES[name]: tables for name, tables in scores.items()}
 
 
 def parse_args(argv=None):
@@ -63,9 +81,12 @@ def main(argv=None):
     chartmoe = chartmoe_protocol(args.pot_idx).name
     protocols = {'ours': ['ours'], 'chartmoe': [chartmoe],
                  'both': ['ours', chartmoe]}[args.protocol]
-    return evaluate(args, 'chartqa', [
+    results = evaluate(args, 'chartqa', [
         osp.join(args.data_root, f'test_{split}.json')
         for split in args.splits], protocols, args.out)
+    atomic_write_json(osp.join(args.out, 'results.json'),
+                      legacy_results(results['scores']))
+    return 0
 
 
 if __name__ == '__main__':
