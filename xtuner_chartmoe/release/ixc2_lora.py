@@ -144,6 +144,9 @@ def read_adapter(folder):
         if config.get(field, plain) not in (plain, None):
             raise ValueError(f'{path}: {field}={config[field]!r}; the merge '
                              f'folds plain LoRA only ({field}={plain!r})')
+    if not {'r', 'lora_alpha'} <= set(config):
+        raise ValueError(f'{path}: no r / lora_alpha; expected a PEFT LoRA '
+                         'adapter config')
     r, alpha = config['r'], config['lora_alpha']
     scaling = alpha / (math.sqrt(r) if config.get('use_rslora') else r)
     for name in ADAPTER_WEIGHTS:
