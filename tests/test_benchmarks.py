@@ -20,7 +20,7 @@ from PIL import Image
 from xtuner_chartmoe.evaluation.benchmarks import get_benchmark
 from xtuner_chartmoe.evaluation.benchmarks.base import SchemaError
 from xtuner_chartmoe.evaluation.benchmarks.chartbench import (
-    Judgement, chartbench_relaxed, prompt)
+    chartbench_relaxed, prompt)
 from xtuner_chartmoe.evaluation.benchmarks.claims import (
     read_with, verdict, verification_scores)
 from xtuner_chartmoe.evaluation.benchmarks.runner import run
@@ -289,9 +289,9 @@ def test_chartbench_protocols_on_hand_cases():
 
 
 def test_chartbench_prompts():
-    assert prompt('short', Judgement('It is a line chart.')) == (
+    assert prompt('It is a line chart.', judged=True) == (
         'Question: It is a line chart. Please answer yes or no. Answer:')
-    assert prompt('short', 'What is A?') == (
+    assert prompt('What is A?', judged=False) == (
         'Answer the question using a single word or phrase. What is A?')
 
 
@@ -343,8 +343,7 @@ def test_chartbench_jsonl_and_parquet_with_embedded_images(tmp_path):
                                         '3_0', '3_1', '4']
     assert {s.split for s in samples} == {'test'}
     assert all(open(s.image, 'rb') for s in samples)
-    assert isinstance(samples[0].question, Judgement)
-    assert not isinstance(samples[4].question, Judgement)
+    assert samples[0].meta['judged'] and not samples[4].meta['judged']
     # --image-folder stands for ChartBench's ./data
     moved = bench.load(str(tmp_path / 'ChartBench' / 'test.jsonl'),
                        image_folder='/charts')

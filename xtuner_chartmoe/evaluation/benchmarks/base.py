@@ -71,7 +71,9 @@ class Format:
 class Protocol:
     """How a question is asked and a reply read and scored.
 
-    ``prompt(mode, question) -> text`` (the model adds its chat format);
+    ``prompt(mode, question) -> text`` (the model adds its chat format;
+    None where the benchmark words each question itself,
+    :meth:`Benchmark.prompt`);
     ``extract_program(reply) -> code`` and ``pot_answer(stdout or None for a
     failed program) -> answer`` for PoT; ``correct(answer, labels, ...)``:
     the benchmark's per-answer rule under this protocol (None where the
@@ -79,7 +81,7 @@ class Protocol:
     ``chartmoe eval --list`` (whose evaluation it reproduces).
     """
     name: str
-    prompt: Callable
+    prompt: Optional[Callable] = None
     extract_program: Optional[Callable] = None
     pot_answer: Optional[Callable] = None
     correct: Optional[Callable] = None
@@ -155,6 +157,13 @@ class Benchmark(abc.ABC):
         if not samples:
             raise SchemaError(f'{path}: no {self.title} data file found')
         return samples
+
+    def prompt(self, sample, mode, protocol):
+        """The text asked for ``sample`` in answer mode ``mode`` under
+        ``protocol`` (the model adds its chat format):
+        ``protocol.prompt(mode, sample.question)``, unless a benchmark asks
+        its kinds of question differently."""
+        return protocol.prompt(mode, sample.question)
 
     @abc.abstractmethod
     def score(self, samples, answers, protocol):

@@ -75,19 +75,12 @@ CHART_ORDER = ('line', 'bar', 'pie', 'area', 'box', 'radar', 'scatter',
                'node', 'node_link', 'combination')
 
 
-class Judgement(str):
-    """An assertion to be judged yes or no (a ChartBench ``Acc+`` query);
-    the protocols' prompt asks a judgement of it, a short answer of any
-    other question."""
-
-
-def prompt(mode, question):
-    """ChartBench's prompts: ``blip2 style`` for a :class:`Judgement`, its
-    ``chartqa`` prompt (without its ``user:`` / ``assistant:`` markers, the
-    model's chat format has its own) for an NQA question."""
-    template = JUDGEMENT_PROMPT if isinstance(question, Judgement) else (
-        NQA_PROMPT)
-    return template.format(question)
+def prompt(question, judged):
+    """ChartBench's prompts: ``blip2 style`` for an assertion to judge
+    (``judged``: an ``Acc+`` query), its ``chartqa`` prompt (without its
+    ``user:`` / ``assistant:`` markers, the model's chat format has its
+    own) for an NQA question."""
+    return (JUDGEMENT_PROMPT if judged else NQA_PROMPT).format(question)
 
 
 def is_judgement(labels):
@@ -135,10 +128,10 @@ def correct_chartbench(answer, labels):
 
 
 PROTOCOLS = (
-    Protocol('ours', prompt, correct=correct_ours,
+    Protocol('ours', correct=correct_ours,
              about="Acc+ with the reply's first word as the judgement; NQA "
              "by ChartQA's relaxed accuracy"),
-    Protocol('chartbench', prompt, correct=correct_chartbench,
+    Protocol('chartbench', correct=correct_chartbench,
              about="ChartBench's stat_all_metric.py as written (without its "
              'GPT number extraction)'),
 )
@@ -160,15 +153,15 @@ def _chartbench(records, file, image_folder):
     samples = []
     for record in records:
         kind, image = record['type'], _image(record, file, image_folder)
-        meta = {'pair': str(record['id']), 'task': kind['task'],
-                'subtype': kind['image']}
         judged = kind['QA'] == 'Acc+'
+        meta = {'pair': str(record['id']), 'task': kind['task'],
+                'subtype': kind['image'], 'judged': judged}
         for k, turn in enumerate(record['conversation'][:2 if judged else 1]):
             label = turn['label']
             samples.append(Sample(
                 uid=f"{record['id']}_{k}" if judged else str(record['id']),
                 split=split, image=image,
-                question=Judgement(turn['query']) if judged else turn['query'],
+                question=turn['query'],
                 labels=tuple(map(str, label)) if isinstance(
                     label, list) else (str(label),),
                 category=kind['chart'], meta=meta))
@@ -189,6 +182,10 @@ class ChartBench(Benchmark):
         'test.jsonl (images under ./data beside it, or --image-folder for '
         'its data/ folder)', _chartbench),)
     protocols = {p.name: p for p in PROTOCOLS}
+
+    def prompt(self, sample, mode, protocol):
+        """:func:`prompt` of the sample's kind, under either protocol."""
+        return prompt(sample.question, sample.meta['judged'])
 
     def score(self, samples, answers, protocol):
         """Rows per sample ``{question, label, task, pair, correct[,

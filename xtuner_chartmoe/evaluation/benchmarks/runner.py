@@ -212,9 +212,9 @@ def run(benchmark, chat, data, out_dir, image_folder=None, modes=None,
     for protocol in protocols:
         own = '' if protocol is default else '_' + protocol.name
         for mode in modes:
-            prompts = [protocol.prompt(mode, s.question) for s in samples]
-            asked = '' if protocol.prompt(mode, '?') == default.prompt(
-                mode, '?') else own
+            prompts = [benchmark.prompt(s, mode, protocol) for s in samples]
+            asked = '' if prompts == [benchmark.prompt(s, mode, default)
+                                      for s in samples] else own
             replies = {}
             for split, members in splits.items():
                 name = f'{_file_part(split)}_{mode}'

@@ -17,7 +17,6 @@ from datasets import Dataset
 from xtuner_chartmoe.dataset.hub_files import open_image
 from xtuner_chartmoe.evaluation.benchmarks import get_benchmark
 from xtuner_chartmoe.evaluation.benchmarks.base import Sample
-from xtuner_chartmoe.evaluation.benchmarks.chartbench import Judgement
 
 DATA = {
     'chartbench': 'ChartBench/test.jsonl',
@@ -38,8 +37,7 @@ def _docs(task, dataset):
     samples = _benchmark(task).load(DATA[task])
     return Dataset.from_list([{
         'task': task, 'uid': s.uid, 'split': s.split,
-        'question': str(s.question),
-        'judgement': isinstance(s.question, Judgement),
+        'question': s.question,
         'labels': list(s.labels), 'category': s.category,
         'meta': json.dumps(s.meta), 'image': s.image} for s in samples])
 
@@ -52,10 +50,8 @@ plotqa_docs = partial(_docs, 'plotqa')
 
 
 def _sample(doc):
-    question = Judgement(doc['question']) if doc['judgement'] else (
-        doc['question'])
     return Sample(uid=doc['uid'], split=doc['split'], image=doc['image'],
-                  question=question, labels=tuple(doc['labels']),
+                  question=doc['question'], labels=tuple(doc['labels']),
                   category=doc['category'], meta=json.loads(doc['meta']))
 
 
@@ -65,8 +61,9 @@ def doc_to_visual(doc):
 
 def doc_to_text(doc, lmms_eval_specific_kwargs=None):
     """The benchmark's default prompt (as ``chartmoe eval`` asks it)."""
-    protocol = next(iter(_benchmark(doc['task']).protocols.values()))
-    return protocol.prompt('short', _sample(doc).question)
+    benchmark = _benchmark(doc['task'])
+    return benchmark.prompt(_sample(doc), 'short',
+                            next(iter(benchmark.protocols.values())))
 
 
 def doc_to_target(doc):
