@@ -273,10 +273,13 @@ def test_bad_input_stops_before_the_model_with_one_line(formats, tmp_path,
     err = run_on(other)
     assert err == (
         f"error: {other}: not a ChartQA file: fields found ['answer', "
-        "'image_filename', 'question'], expected ChartQA GitHub JSON: "
-        "['imgname', 'label', 'query']; HuggingFaceM4/ChartQA parquet: "
-        "['human_or_machine', 'image', 'label', 'query']; lmms-lab/ChartQA "
-        "parquet: ['answer', 'image', 'question', 'type']")
+        "'image_filename', 'question'], expected ahmed-masry/ChartQA "
+        "parquet: ['image', 'imgname', 'label', 'query', 'type']; ChartQA "
+        "GitHub JSON: ['imgname', 'label', 'query']; HuggingFaceM4/ChartQA "
+        "parquet: ['human_or_machine', 'image', 'label', 'query']; "
+        "lmms-lab/ChartQA parquet: ['answer', 'image', 'question', 'type']; "
+        "VLMEvalKit ChartQA_TEST.tsv: ['answer', 'index', 'question', "
+        "'split']")
     broken = tmp_path / 'test_human.json'
     broken.write_text(json.dumps([{'imgname': 'a.png', 'query': 'q',
                                    'label': '1'}, {'imgname': 'a.png'}]))

@@ -1,8 +1,10 @@
-"""Data files as users download them: JSON, JSON lines, or the hub's parquet
-shards with the images inside, read into plain records; images opened from
-whatever a record holds (a path, the hub's embedded ``{'bytes', 'path'}``,
-raw bytes or a PIL image). Used by the training datasets and the benchmark
-loaders alike; errors name the file (and the image)."""
+"""Data files as users download them: JSON, JSON lines, the hub's parquet
+shards with the images inside, or VLMEvalKit's TSV tables, read into plain
+records; images opened from whatever a record holds (a path, the hub's
+embedded ``{'bytes', 'path'}``, raw bytes or a PIL image). Used by the
+training datasets and the benchmark loaders alike; errors name the file
+(and the image)."""
+import csv
 import io
 import json
 import os
@@ -48,14 +50,34 @@ def parquet_split(path):
     return match.group('split') if match else None
 
 
+def read_tsv(path):
+    """The rows of a TSV table as VLMEvalKit writes and reads them
+    (github.com/open-compass/VLMEvalKit, ``vlmeval/smp/file.py``: ``dump``
+    with pandas ``to_csv(sep='\\t', quoting=csv.QUOTE_ALL)``, ``load`` with
+    ``read_csv(sep='\\t')``): a header, then one row per record, each a dict
+    of the cells' text as written (a base64 image is megabytes long: the
+    field size limit is raised)."""
+    csv.field_size_limit(2 ** 31 - 1)
+    with open(path, encoding='utf-8', newline='') as f:
+        reader = csv.DictReader(f, delimiter='\t')
+        rows = list(reader)
+    for i, row in enumerate(rows):
+        if None in row or None in row.values():  # cells missing or over
+            raise ValueError(f'record {i} has not the header\'s '
+                             f'{len(reader.fieldnames)} cells')
+    return rows
+
+
 def read_records(path):
-    """The records (dicts) of one ``.json`` (a list), ``.jsonl`` or
-    ``.parquet`` file. Parquet image columns come back as the hub stores
-    them: ``{'bytes': b'...', 'path': name}``."""
+    """The records (dicts) of one ``.json`` (a list), ``.jsonl``,
+    ``.parquet`` or ``.tsv`` (:func:`read_tsv`) file. Parquet image columns
+    come back as the hub stores them: ``{'bytes': b'...', 'path': name}``."""
     try:
         if path.endswith('.parquet'):
             import pyarrow.parquet as pq
             return pq.read_table(path).to_pylist()
+        if path.endswith('.tsv'):
+            return read_tsv(path)
         with open(path, encoding='utf-8') as f:
             if path.endswith('.jsonl'):
                 records = [json.loads(line) for line in f if line.strip()]
@@ -63,7 +85,7 @@ def read_records(path):
                 records = json.load(f)
     except FileNotFoundError:
         raise
-    except (ValueError, OSError) as err:  # JSON and Arrow errors alike
+    except (ValueError, OSError, csv.Error) as err:  # JSON, Arrow, TSV
         raise DataFileError(f'{path}: not a readable {osp.splitext(path)[1]} '
                             f'file ({err})') from None
     if not isinstance(records, list) or not all(

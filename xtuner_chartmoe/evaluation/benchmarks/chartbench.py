@@ -53,7 +53,18 @@ record's ``image`` (``./data/test/<chart>/<subtype>/chart_N/image.png``)
 relative to the JSONL's folder, or with ``./data`` replaced by
 ``--image-folder`` (as its ``reset_image_root``). The same records in a
 parquet file with the image embedded (``{bytes, path}``) are read too.
-VLMEvalKit's ``ChartBench.tsv`` (base64 images) is not a format read here.
+
+VLMEvalKit's ``ChartBench.tsv`` (:mod:`.vlmevalkit`): a row per question
+with, beside ``index``, ``image``, ``question`` and ``answer``, the
+columns VLMEvalKit's ``ChartBench.evaluate`` (``vlmeval/dataset/
+chartbench.py``) reads: ``QA_type`` (``Acc+``; ``GPT-acc`` or ``NQA``),
+``task`` and ``chart_type``, the subtype (``type.image`` of
+``test.jsonl``: it is matched against lists of subtypes). The two
+judgements of a pair are rows ``<id>_<k>`` (it groups rows by the part
+of ``index`` before ``_``, in the order of ``k``); an answer that is a list
+literal holds several (:func:`.vlmevalkit.answers`, as it reads them). The
+chart type is the subtype's (:data:`SUBTYPES`). These columns are those
+of VLMEvalKit's code; the file itself was not at hand.
 """
 import os.path as osp
 from collections import defaultdict
@@ -61,6 +72,7 @@ from collections import defaultdict
 from ..metrics import relaxed_correct
 from .base import BENCHMARKS, Benchmark, Format, Protocol, Sample
 from .claims import verdict
+from . import vlmevalkit
 
 JUDGEMENT_PROMPT = 'Question: {} Please answer yes or no. Answer:'
 NQA_PROMPT = 'Answer the question using a single word or phrase. {}'
@@ -73,6 +85,25 @@ ANNOTATED = frozenset({
     'ring_wi_anno', 'line_multi_wi_anno', 'line_single_wi_anno'})
 CHART_ORDER = ('line', 'bar', 'pie', 'area', 'box', 'radar', 'scatter',
                'node', 'node_link', 'combination')
+# test.jsonl's chart types and their subtypes (type.chart: type.image).
+SUBTYPES = {
+    'area': ('area', 'area_percent', 'area_stack'),
+    'bar': ('horizontal_multi', 'horizontal_percent_stacked',
+            'horizontal_single', 'horizontal_single_wi_anno',
+            'horizontal_stacked', 'threeD_bar_multi', 'threeD_percent_stacked',
+            'threeD_stacked', 'vertical_multi', 'vertical_percent_stacked',
+            'vertical_single', 'vertical_single_wi_anno', 'vertical_stacked'),
+    'box': ('box_h', 'box_v', 'stock'),
+    'combination': ('bar_line', 'line_line', 'pie_bar', 'pie_pie'),
+    'line': ('line_err', 'line_multi', 'line_multi_wi_anno', 'line_single',
+             'line_single_wi_anno'),
+    'node_link': ('node_link_dir', 'node_link_undir'),
+    'pie': ('InteSun', 'pie', 'ring', 'ring_wi_anno', 'sector'),
+    'radar': ('radar_multi', 'radar_multi_fill', 'radar_single',
+              'radar_single_wi_anno'),
+    'scatter': ('scatter_2d', 'scatter_2d_smooth', 'scatter_3d'),
+}
+CHART_OF = {sub: chart for chart, subs in SUBTYPES.items() for sub in subs}
 
 
 def prompt(question, judged):
@@ -168,6 +199,19 @@ def _chartbench(records, file, image_folder):
     return samples
 
 
+def _vlmevalkit(record, image, file):
+    """A row of VLMEvalKit's ``ChartBench.tsv``: the sample the JSONL's
+    record gives for that question."""
+    index, subtype = record['index'], record['chart_type']
+    return Sample(
+        uid=index, split=vlmevalkit.split_of(file), image=image,
+        question=record['question'],
+        labels=vlmevalkit.answers(record['answer']),
+        category=CHART_OF.get(subtype, subtype),
+        meta={'pair': index.split('_')[0], 'task': record['task'],
+              'subtype': subtype, 'judged': record['QA_type'] == 'Acc+'})
+
+
 def _percent(values):
     return 100.0 * sum(values) / len(values)
 
@@ -180,7 +224,9 @@ class ChartBench(Benchmark):
     formats = (Format(
         'ChartBench JSONL', ('id', 'image', 'type', 'conversation'),
         'test.jsonl (images under ./data beside it, or --image-folder for '
-        'its data/ folder)', _chartbench),)
+        'its data/ folder)', _chartbench),
+        vlmevalkit.tsv_format('ChartBench', ('QA_type', 'task',
+                                             'chart_type'), _vlmevalkit))
     protocols = {p.name: p for p in PROTOCOLS}
 
     def prompt(self, sample, mode, protocol):

@@ -32,6 +32,24 @@ Formats, as downloaded:
   ``tasks/chartqa/upload_chartqa.py``, read by its ``utils.py``: ``type``
   ``human_test`` / ``augmented_test``, ``question``, ``answer``, ``image``;
   one split, ``data/test-*``).
+- ``ahmed-masry/ChartQA`` (the ChartQA authors' hub copy; its dataset
+  card, huggingface.co/datasets/ahmed-masry/ChartQA ``README.md``:
+  ``imgname``, ``query``, ``label`` and ``type`` strings, ``image`` binary
+  (the PNG's bytes); shards ``data/{train,val,test}-*``, a snapshot folder
+  evaluated on its test split; the ``ChartQA Dataset.zip`` beside them is
+  the GitHub layout above). ``type`` is ``human`` / ``augmented``: the card
+  gives no values, these are the ones scripts reading it filter on
+  (another value stops, naming the values expected). Its records also have
+  the GitHub JSON's fields: it is matched first.
+- VLMEvalKit's ``ChartQA_TEST.tsv`` (:mod:`.vlmevalkit`; its columns
+  ``index``, ``image``, ``question``, ``answer``, ``split``
+  ``test_human`` / ``test_augmented``, as in VLMEvalKit's own records of
+  it, ``assets/benchmarks/vila_*/vila_*_ChartQA_TEST.xlsx`` and
+  ``*_acc.csv`` of commit c03bc048, whose per-split rows
+  ``ImageVQADataset.evaluate_heuristic`` makes from ``split``). The answer
+  is kept as written, as every other format keeps it: VLMEvalKit's scorer
+  would read ChartQA's answers ``[2014, 2016]`` as two accepted answers
+  (:func:`.vlmevalkit.answers`), which the other formats cannot.
 """
 import glob
 import os.path as osp
@@ -42,6 +60,7 @@ from .. import chartmoe_reference as reference
 from ..metrics import (TOLERANCES, accuracy_table, extract_program,
                        normalise_pot_output, relaxed_correct)
 from .base import BENCHMARKS, Benchmark, Format, Protocol, Sample, SchemaError
+from . import vlmevalkit
 
 OURS = Protocol(
     'ours', lambda mode, question: PROMPTS[mode] + question, extract_program,
@@ -112,7 +131,28 @@ def _lmms_lab(records, file, image_folder):
         lambda record: record['image'], 'question', 'answer')
 
 
+def _ahmed_masry(records, file, image_folder):
+    return _samples(records, file, _split_by(
+        'type', {'human': 'human', 'augmented': 'augmented'}),
+        lambda record: record['image'], 'query', 'label')
+
+
+_TSV_SPLIT = _split_by('split', {'test_human': 'human',
+                                 'test_augmented': 'augmented'})
+
+
+def _vlmevalkit(record, image, file):
+    where = f"{file}[index {record['index']}]"
+    return Sample(uid=record['index'], split=_TSV_SPLIT(record, where),
+                  image=image, question=record['question'],
+                  labels=(record['answer'],))
+
+
 FORMATS = (
+    Format('ahmed-masry/ChartQA parquet',
+           ('imgname', 'query', 'label', 'type', 'image'),
+           'the snapshot folder (its test split) or a data/*.parquet shard; '
+           'images embedded', _ahmed_masry),
     Format('ChartQA GitHub JSON', ('imgname', 'query', 'label'),
            "'ChartQA Dataset/test/' (test_human.json, test_augmented.json; "
            'images in png/ or --image-folder), or one such file', _github),
@@ -124,6 +164,7 @@ FORMATS = (
                                         'image'),
            'the snapshot folder or a data/test-*.parquet shard; images '
            'embedded', _lmms_lab),
+    vlmevalkit.tsv_format('ChartQA_TEST', ('split',), _vlmevalkit),
 )
 
 

@@ -24,9 +24,14 @@ loaders of it, e.g. a ``datasets`` builder: ``json.load(f)["qa_pairs"]``):
 question_id}``, the plots in ``<split>/png/<image_index>.png`` (or
 ``--image-folder``). The same records as a list, in JSON lines, or in
 parquet with an ``image`` column (embedded ``{bytes, path}``) are read
-too. Not read here: VLMEvalKit's ``PlotQA.tsv`` (base64 images) and
-``achang/plot_qa`` on the hub (its card: a plot and its annotations'
-``models`` as JSON text; no question-answer pairs).
+too. VLMEvalKit's ``PlotQA.tsv`` (:mod:`.vlmevalkit`): the columns its
+``PlotQA`` (``vlmeval/dataset/plotqa.py``) reads, ``index``, ``image``,
+``question`` and ``answer`` (a list literal holds several,
+:func:`.vlmevalkit.answers`, as its ``process_line`` reads it; the file
+itself was not at hand); no template or plot type is read from it, so its
+table has no rows of them; the split is the file's name.
+Not read here: ``achang/plot_qa`` on the hub (its card: a plot and its
+annotations' ``models`` as JSON text; no question-answer pairs).
 """
 import dataclasses
 import json
@@ -37,6 +42,7 @@ from collections import defaultdict
 from ...dataset.hub_files import parquet_split, read_records
 from .base import BENCHMARKS, Benchmark, Format, Sample, SchemaError
 from .chartqa import OURS
+from . import vlmevalkit
 
 PROTOCOL = dataclasses.replace(
     OURS, about="PlotQA's accuracy (5 % for numbers, exact text otherwise); "
@@ -83,6 +89,13 @@ def _plotqa(records, file, image_folder):
         for i, record in enumerate(records)]
 
 
+def _vlmevalkit(record, image, file):
+    return Sample(uid=record['index'], split=vlmevalkit.split_of(file),
+                  image=image, question=record['question'],
+                  labels=vlmevalkit.answers(record['answer']),
+                  meta={'type': ''})
+
+
 @BENCHMARKS.register_module(name='plotqa')
 class PlotQA(Benchmark):
     name = 'plotqa'
@@ -91,7 +104,8 @@ class PlotQA(Benchmark):
     formats = (Format(
         'PlotQA qa_pairs JSON', FIELDS,
         'test/qa_pairs_V1.json or qa_pairs_V2.json (plots in test/png/ or '
-        '--image-folder), or the test/ folder', _plotqa),)
+        '--image-folder), or the test/ folder', _plotqa),
+        vlmevalkit.tsv_format('PlotQA', (), _vlmevalkit))
     modes = ('short', 'pot')
     protocols = {PROTOCOL.name: PROTOCOL}
 
