@@ -53,7 +53,7 @@ def cpu_options(config, data_file):
              for h in Config.fromfile(config).custom_hooks]
     chat_hook = hooks.index('IXC2EvaluateChatHook')
     return [
-        'model.torch_dtype=auto',  # the stand-in is stored in float32
+        'model.llm.torch_dtype=auto',  # the stand-in is stored in float32
         'model.use_activation_checkpointing=False',
         'model.max_length=160', 'env_cfg.dist_cfg.backend=gloo',
         'train_dataloader.batch_size=1', 'train_dataloader.num_workers=0',

@@ -1,6 +1,7 @@
 """The IXC2 family after training: a tiny SFT checkpoint (MoE connector +
-LoRA, trained by ``chartmoe train``) through ``chartmoe convert pth_to_hf``
-and the merge into the released ChartMoE layout (arXiv 2409.03277,
+LoRA, trained by ``chartmoe train``) through XTuner's ``xtuner convert
+pth_to_hf`` (the base built on meta, no compatibility fix needed) and
+``chartmoe merge`` into the released ChartMoE layout (arXiv 2409.03277,
 IDEA-FinAI/ChartMoE ``chartmoe/train/chartmoe_construction.py``): the
 published keys and config, the LoRA folded in exactly, the folder's own
 remote code loading where xtuner_chartmoe is absent with our model's
@@ -33,11 +34,12 @@ def chartmoe(root, *args):
 
 @pytest.fixture(scope='session')
 def sft(tmp_path_factory):
-    """The tiny IXC2, a 2-iteration SFT of its config, ``pth_to_hf --fp32``
-    of the checkpoint and the merge into ``work_dirs/release``."""
+    """The tiny IXC2, a 2-iteration SFT of its config, XTuner's own
+    ``xtuner convert pth_to_hf --fp32`` of the checkpoint (the script run
+    by path, a dtype given by name) and ``chartmoe merge`` into
+    ``work_dirs/release``."""
     from xtuner_chartmoe.devkit.tiny_ixc2 import build_tiny_ixc2
     from xtuner_chartmoe.engine.run_log import last_checkpoint
-    from xtuner_chartmoe.release.ixc2_release import merge_ixc2_release
     root = tmp_path_factory.mktemp('ixc2_release')
     tiny = root / 'work_dirs' / 'tiny_ixc2'
     build_tiny_ixc2(str(tiny), num_charts=8, num_workers=1, progress=False)
@@ -48,12 +50,45 @@ def sft(tmp_path_factory):
     checkpoint = last_checkpoint(
         str(root / 'work_dirs' / 'chartmoe_tiny_ixc2_lora_e12_cpu_sft'))
     hf = root / 'work_dirs' / 'hf'
-    chartmoe(root, 'convert', 'pth_to_hf', SFT, checkpoint, str(hf),
-             '--fp32')
+    convert = xtuner_cli(root, 'convert', 'pth_to_hf', SFT, checkpoint,
+                         str(hf), '--fp32', '--cfg-options',
+                         'model.llm.torch_dtype=float32')
+    assert 'All done!' in convert.stdout + convert.stderr, convert.stderr
     release = root / 'work_dirs' / 'release'
-    merge_ixc2_release(str(hf), str(release))
+    chartmoe(root, 'merge', str(hf), str(release))
     return dict(root=root, tiny=tiny, checkpoint=checkpoint, hf=hf,
                 release=release)
+
+
+def xtuner_cli(root, *args):
+    """XTuner's own ``xtuner`` command, which runs its tools' scripts by
+    path with the ``python`` on ``PATH`` and exits 0 whatever they do."""
+    bin_dir = osp.dirname(sys.executable)
+    return subprocess.run(
+        [osp.join(bin_dir, 'xtuner'), *args], cwd=root, capture_output=True,
+        text=True, env=dict(os.environ, PATH=bin_dir + os.pathsep +
+                            os.environ['PATH']))
+
+
+@pytest.mark.filterwarnings('ignore:.*non-meta')
+def test_pth_to_hf_builds_the_base_on_meta(sft, monkeypatch):
+    """As XTuner's pth_to_hf builds it (accelerate's init_empty_weights):
+    the IXC2 base stays on the meta device, no weight read; the connector
+    is there to be filled from the checkpoint."""
+    from accelerate import init_empty_weights
+    from xtuner.registry import BUILDER
+
+    from xtuner_chartmoe.families.ixc2 import checkpoint
+    monkeypatch.setattr(checkpoint.WeightFiles, 'read', None)  # no read
+    cfg = Config.fromfile(SFT)
+    cfg.model.llm.source = str(sft['tiny'] / 'ixc2')
+    cfg.model.moe_projector.pretrained = str(sft['tiny'] / 'moe_connector')
+    with init_empty_weights():
+        model = BUILDER.build(cfg.model)
+    assert model.llm is model.ixc2
+    base = [p for n, p in model.named_parameters() if 'vision_proj' not in n]
+    assert base and all(p.is_meta for p in base)
+    assert {p.dtype for p in base} == {torch.float32}
 
 
 def trained_model(sft):
@@ -61,7 +96,7 @@ def trained_model(sft):
     from xtuner.model.utils import guess_load_checkpoint
     from xtuner.registry import BUILDER
     cfg = Config.fromfile(SFT)
-    cfg.model.ixc2 = str(sft['tiny'] / 'ixc2')
+    cfg.model.llm.source = str(sft['tiny'] / 'ixc2')
     cfg.model.moe_projector.pretrained = str(sft['tiny'] / 'moe_connector')
     model = BUILDER.build(cfg.model)
     model.load_state_dict(guess_load_checkpoint(sft['checkpoint']),
@@ -226,7 +261,7 @@ def test_huggingface_save_format_is_the_merged_release(sft, tmp_path):
     refused in one line."""
     model = trained_model(sft)
     cfg = Config.fromfile(SFT)
-    cfg.model.ixc2 = str(sft['tiny'] / 'ixc2')
+    cfg.model.llm.source = str(sft['tiny'] / 'ixc2')
     model.to_hf(cfg, str(tmp_path / 'release'), fp32=True,
                 save_format='huggingface')
     assert sorted(os.listdir(tmp_path / 'release')) == sorted(
@@ -278,7 +313,7 @@ def test_align_checkpoint_gives_a_dense_release_and_diverse_experts(
     from xtuner_chartmoe.model import connector_to_reference, load_connector
     from xtuner_chartmoe.release.ixc2_release import merge_ixc2_release
     cfg = Config.fromfile(ALIGN)
-    cfg.model.ixc2 = str(sft['tiny'] / 'ixc2')
+    cfg.model.llm.source = str(sft['tiny'] / 'ixc2')
     model = BUILDER.build(cfg.model)
     with torch.no_grad():
         for param in model.ixc2.vision_proj.parameters():

@@ -45,13 +45,19 @@ def tokenizer(tiny):
     return AutoTokenizer.from_pretrained(tiny / 'ixc2', trust_remote_code=True)
 
 
+def ixc2_llm(source, **kwargs):
+    """The ``llm`` entry of an IXC2 config for ``source``."""
+    from xtuner_chartmoe.families.ixc2.xtuner_model import build_ixc2
+    return dict(type=build_ixc2, source=source, **kwargs)
+
+
 def sft_model(tiny, **kwargs):
     from peft import LoraConfig
 
     from xtuner_chartmoe.families.ixc2.xtuner_model import IXC2ChartMoEModel
     torch.manual_seed(0)
     return IXC2ChartMoEModel(
-        str(tiny / 'ixc2'), torch_dtype=torch.float32,
+        ixc2_llm(str(tiny / 'ixc2'), torch_dtype=torch.float32),
         moe_projector=dict(pretrained=str(tiny / 'moe_connector')),
         llm_lora=LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
                             target_modules=TARGETS),
@@ -230,8 +236,11 @@ def trainable(model):
 
 def test_tiny_align_trains_vision_proj_only(tiny):
     from xtuner_chartmoe.families.ixc2.xtuner_model import IXC2ChartMoEModel
-    model = IXC2ChartMoEModel(str(tiny / 'ixc2'), torch_dtype=torch.float32,
-                              use_activation_checkpointing=False)
+    model = IXC2ChartMoEModel(
+        ixc2_llm(str(tiny / 'ixc2'), torch_dtype='float32'),
+        use_activation_checkpointing=False)
+    assert model.llm is model.ixc2 and model.ixc2.output.weight.dtype == \
+        torch.float32
     assert trainable(model) == {f'ixc2.vision_proj.{i}.{k}' for i in (0, 2)
                                 for k in ('weight', 'bias')}
     assert set(model.state_dict()) == trainable(model)
@@ -283,10 +292,11 @@ def test_real_size_trainable_counts_on_meta():
                 for part in ('vision_proj', '.lora_', '')}
 
     with torch.device('meta'):
-        align = IXC2ChartMoEModel(ixc2_config(),
+        align = IXC2ChartMoEModel(ixc2_llm(ixc2_config()),
                                   use_activation_checkpointing=False)
         sft = IXC2ChartMoEModel(
-            ixc2_config(chartmoe=True), use_activation_checkpointing=False,
+            ixc2_llm(ixc2_config(chartmoe=True)),
+            use_activation_checkpointing=False,
             llm_lora=LoraConfig(r=64, lora_alpha=64, lora_dropout=0.05,
                                 target_modules=TARGETS))
     assert count(align) == {'vision_proj': 20_979_712, '.lora_': 0,
@@ -443,8 +453,8 @@ def test_real_align_recipe(expert, thousands):
     model = cfg.model
     assert (model.freeze_llm, model.freeze_visual_encoder) == (True, True)
     assert 'llm_lora' not in model and 'moe_projector' not in model
-    assert model.ixc2 == 'Coobiw/InternLM-XComposer2_Enhanced'
-    assert model.torch_dtype == torch.bfloat16
+    assert model.llm.source == 'Coobiw/InternLM-XComposer2_Enhanced'
+    assert model.llm.torch_dtype == torch.bfloat16
     assert model.max_length == 4096 and model.use_activation_checkpointing
     dataset = cfg.train_dataloader.dataset
     assert dataset.data_mix == [(f'chart2{expert}.json', thousands)]
@@ -486,7 +496,7 @@ def test_real_sft_recipes(stage, data_mix):
     assert cfg.train_dataloader.batch_size * \
         cfg.optim_wrapper.accumulative_counts * 4 == 64
     assert cfg.train_dataloader.batch_size == 2
-    assert ('quantization_config' in model) == stage.startswith('qlora')
+    assert ('quantization_config' in model.llm) == stage.startswith('qlora')
     check_optimisation(cfg)
 
 
@@ -497,7 +507,7 @@ def test_qlora_without_cuda_stops_with_one_line(tiny):
 
     from xtuner_chartmoe.model.chartmoe import QLoRANeedsCUDA
     cfg = Config.fromfile(REAL.format('qlora_e1_gpu4_sft'))
-    cfg.model.ixc2 = str(tiny / 'ixc2')
+    cfg.model.llm.source = str(tiny / 'ixc2')
     with pytest.raises(QLoRANeedsCUDA, match='chartmoe_internlm_xcomposer2_'
                        'vl_7b_lora_e1_gpu4_sft instead'):
         BUILDER.build(cfg.model)

@@ -20,6 +20,11 @@ conversion takes two steps:
     chartmoe_ixc2_hf.json the base release, the parts above, the release
                           dtype (:data:`IXC2_HF_MANIFEST`)
 
+XTuner's ``pth_to_hf`` builds the model on the meta device (accelerate's
+``init_empty_weights``; :func:`~xtuner_chartmoe.families.ixc2.xtuner_model.
+build_ixc2` reads no base weight there) and fills the trained parts from the
+checkpoint: that is all this step reads.
+
 ``chartmoe merge HF_DIR SAVE_DIR`` (:func:`merge_ixc2_release`): the base
 release with that connector and the LoRA folded in
 (:func:`~.ixc2_lora.merge_lora`), written by :func:`write_released_folder`.
@@ -59,7 +64,9 @@ def find_ixc2(model):
 
 def _check_trained_parts(ixc2):
     """Training may change ``vision_proj`` and LoRA only: anything else has
-    no place in this layout."""
+    no place in this layout; each of them must hold data (``pth_to_hf``
+    builds the model on the meta device and fills them from the
+    checkpoint)."""
     other = [name for name, param in ixc2.named_parameters()
              if param.requires_grad and 'vision_proj.' not in name
              and '.lora_' not in name]
@@ -68,6 +75,13 @@ def _check_trained_parts(ixc2):
             f'{len(other)} trained tensors outside vision_proj and the LoRA '
             f'(e.g. {other[:3]}); the IXC2 conversion writes the connector '
             'and the LoRA only')
+    empty = [name for name, param in ixc2.named_parameters()
+             if param.requires_grad and param.is_meta]
+    if empty:
+        raise ValueError(
+            f'{len(empty)} trained tensors are not in the checkpoint (e.g. '
+            f'{empty[:3]}); pth_to_hf builds the model without weights and '
+            'takes them from the checkpoint')
 
 
 def write_hf_layout(model, base, save_dir, dtype):
@@ -98,14 +112,15 @@ def write_hf_layout(model, base, save_dir, dtype):
 
 
 def base_release(cfg):
-    """The release the model was trained from: ``cfg.model.ixc2`` (a folder,
-    made absolute, or a hub id)."""
-    source = cfg.model.get('ixc2')
+    """The release the model was trained from: ``cfg.model.llm.source``
+    (a folder, made absolute, or a hub id)."""
+    llm = cfg.model.get('llm')
+    source = llm.get('source') if isinstance(llm, dict) else None
     if not isinstance(source, str):
         raise ValueError(
-            f'cfg.model.ixc2 is a {type(source).__name__}; the conversion '
-            'needs the release the model was trained from (a folder or hub '
-            'id) to merge into')
+            f'cfg.model.llm.source is a {type(source).__name__}; the '
+            'conversion needs the release the model was trained from (a '
+            'folder or hub id) to merge into')
     return osp.abspath(source) if osp.isdir(source) else source
 
 

@@ -22,7 +22,8 @@ from xtuner_chartmoe.dataset.chartmoe_data import ChartMoEDataset
 from xtuner_chartmoe.engine.hooks import RoutingStatsHook
 from xtuner_chartmoe.engine.ixc2_hooks import IXC2EvaluateChatHook
 from xtuner_chartmoe.families.ixc2.training_batch import ixc2_collate_fn
-from xtuner_chartmoe.families.ixc2.xtuner_model import IXC2ChartMoEModel
+from xtuner_chartmoe.families.ixc2.xtuner_model import (IXC2ChartMoEModel,
+                                                      build_ixc2)
 
 #######################################################################
 #                          PART 1  Settings                           #
@@ -82,8 +83,10 @@ tokenizer = dict(
 
 model = dict(
     type=IXC2ChartMoEModel,
-    ixc2=ixc2_name_or_path,
-    torch_dtype=torch.bfloat16,
+    llm=dict(
+        type=build_ixc2,
+        source=ixc2_name_or_path,
+        torch_dtype=torch.bfloat16),
     freeze_llm=True,
     freeze_visual_encoder=True,
     moe_projector=dict(pretrained=moe_connector),

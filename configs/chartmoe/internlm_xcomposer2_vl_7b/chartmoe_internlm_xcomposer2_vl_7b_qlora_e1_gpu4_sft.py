@@ -14,14 +14,13 @@ with read_base():
 
 # Without CUDA, train this stage with LoRA instead:
 cpu_config = 'chartmoe_internlm_xcomposer2_vl_7b_lora_e1_gpu4_sft'
-model.update(
-    cpu_config=cpu_config,
-    quantization_config=dict(
-        type=BitsAndBytesConfig,
-        load_in_4bit=True,
-        load_in_8bit=False,
-        llm_int8_threshold=6.0,
-        llm_int8_has_fp16_weight=False,
-        bnb_4bit_compute_dtype=torch.bfloat16,
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_quant_type='nf4'))
+model.cpu_config = cpu_config
+model.llm.quantization_config = dict(
+    type=BitsAndBytesConfig,
+    load_in_4bit=True,
+    load_in_8bit=False,
+    llm_int8_threshold=6.0,
+    llm_int8_has_fp16_weight=False,
+    bnb_4bit_compute_dtype=torch.bfloat16,
+    bnb_4bit_use_double_quant=True,
+    bnb_4bit_quant_type='nf4')

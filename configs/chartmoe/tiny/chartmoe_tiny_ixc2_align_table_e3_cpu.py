@@ -17,7 +17,8 @@ from xtuner.engine.runner import TrainLoop
 from xtuner_chartmoe.dataset import RepeatedDataset
 from xtuner_chartmoe.dataset.chartmoe_data import ChartMoEDataset
 from xtuner_chartmoe.families.ixc2.training_batch import ixc2_collate_fn
-from xtuner_chartmoe.families.ixc2.xtuner_model import IXC2ChartMoEModel
+from xtuner_chartmoe.families.ixc2.xtuner_model import (IXC2ChartMoEModel,
+                                                      build_ixc2)
 
 #######################################################################
 #                          PART 1  Settings                           #
@@ -64,8 +65,10 @@ tokenizer = dict(
 
 model = dict(
     type=IXC2ChartMoEModel,
-    ixc2=ixc2_name_or_path,
-    torch_dtype=torch.float32,
+    llm=dict(
+        type=build_ixc2,
+        source=ixc2_name_or_path,
+        torch_dtype=torch.float32),
     freeze_llm=True,
     freeze_visual_encoder=True,
     max_length=max_length,

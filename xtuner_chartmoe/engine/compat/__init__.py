@@ -42,11 +42,6 @@ fix                                acts when                      module
                                    drops ``inputs_embeds`` when
                                    ``generate`` passes an empty
                                    cache (transformers >= 4.42)
-``pth_to_hf_without_llm``          XTuner's pth_to_hf run by       xtuner.tools.model_converters.pth_to_hf
-                                   ``chartmoe convert`` (runpy):
-                                   its QLoRA check reads
-                                   ``cfg.model.llm``, which an
-                                   IXC2 model config has not
 =================================  =============================  =========
 
 The package ships a start-up file, ``xtuner_chartmoe_compat.pth``, at the
@@ -70,7 +65,6 @@ from ...families.llava.internlm2_generation import internlm2_generation
 from .accelerator import no_accelerator
 from .deepspeed_comm import deepspeed_gloo_gathers, deepspeed_single_process
 from .distributed import cpu_torchrun
-from .pth_to_hf import pth_to_hf_without_llm
 from .log import LOG_ENV  # noqa: F401
 from .resume import resume_loader, resume_seed, trust_runner_checkpoints
 from .torchvision_schemas import torchvision_ops
@@ -88,8 +82,6 @@ FIXES = (
     ('mmengine.runner', 'after', trust_runner_checkpoints),
     ('xtuner.tools.utils', 'after', resume_seed),
     ('transformers.dynamic_module_utils', 'after', internlm2_generation),
-    ('xtuner.tools.model_converters.pth_to_hf', 'before',
-     pth_to_hf_without_llm),
 )
 
 

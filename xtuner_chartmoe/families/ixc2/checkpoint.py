@@ -248,6 +248,23 @@ def _materialise(model, names, dtype):
             init(getattr(module, attr).data)
 
 
+def _meta_in_dtype(model, dtype):
+    """Give the float parameters of ``model`` (on the meta device) the
+    ``dtype`` they would be loaded in, still without data."""
+    for module in model.modules():
+        for attr, param in list(module.named_parameters(recurse=False)):
+            if param.dtype.is_floating_point and param.dtype != dtype:
+                setattr(module, attr, torch.nn.Parameter(
+                    param.to(dtype), param.requires_grad))
+
+
+def _kind(model):
+    config = model.config
+    return (f'ChartMoE ({config.num_experts} experts, top-'
+            f'{config.num_selected})' if model.is_moe
+            else 'InternLM-XComposer2')
+
+
 def _check_tokenizer(tokenizer, folder):
     for token, token_id in CHAT_TOKEN_IDS:
         got = tokenizer.convert_tokens_to_ids(token)
@@ -289,15 +306,20 @@ def _float_dtype(tensors):
 
 
 def load_ixc2(source, torch_dtype='auto', device='cpu', allow_partial=False,
-              cache_dir=None, attn_implementation='sdpa', tokenizer=True):
+              cache_dir=None, attn_implementation='sdpa', tokenizer=True,
+              read_weights=True):
     """Build IXC2 / ChartMoE from a released folder or an offline hub-cache
     repo id, as stored.
 
     ``torch_dtype``: ``'auto'`` (the stored float dtype) or a torch dtype.
     ``allow_partial``: initialise model tensors the checkpoint lacks instead
     of refusing (listed in the report). ``tokenizer``: also load the
-    folder's tokenizer. Returns :class:`LoadedIXC2` ``(model (eval mode),
-    tokenizer or None, report)``. Raises :class:`CheckpointError` /
+    folder's tokenizer. ``read_weights=False``: the same checks, then the
+    model on the meta device, its parameters in the dtype they would load
+    in, no weight read (``device`` ignored; for code that fills the parts
+    it needs itself, as XTuner's ``pth_to_hf`` does). Returns
+    :class:`LoadedIXC2` ``(model (eval mode), tokenizer or None,
+    report)``. Raises :class:`CheckpointError` /
     :class:`CheckpointFileNotFound` naming the file and what was expected
     (another architecture, missing shard, keys or shapes that differ from
     config.json) before any tensor is read.
@@ -350,24 +372,27 @@ def load_ixc2(source, torch_dtype='auto', device='cpu', allow_partial=False,
                 f'{folder}: vision_proj.num_selected is {top_k} in '
                 f'{stored["vision_proj.num_selected"].file} but '
                 f'{config.num_selected} in config.json')
-    for name in weights.files:
-        keys = [k for k in expected if k in stored and stored[k].file == name]
-        state = {k: v.to(dtype) if v.dtype.is_floating_point else v
-                 for k, v in weights.read(name, keys).items()}
-        model.load_state_dict(state, strict=False, assign=True)
-    fresh = sorted(missing)
-    _materialise(model, fresh, dtype)
-    model = model.to(device).eval()
+    fresh = sorted(missing) if read_weights else []
+    if read_weights:
+        for name in weights.files:
+            keys = [k for k in expected
+                    if k in stored and stored[k].file == name]
+            state = {k: v.to(dtype) if v.dtype.is_floating_point else v
+                     for k, v in weights.read(name, keys).items()}
+            model.load_state_dict(state, strict=False, assign=True)
+        _materialise(model, fresh, dtype)
+        model = model.to(device)
+    else:
+        _meta_in_dtype(model, dtype)
     report = IXC2LoadReport(
-        folder, weights.format, weights.files,
-        (f'ChartMoE ({config.num_experts} experts, top-'
-         f'{config.num_selected})' if model.is_moe else 'InternLM-XComposer2'),
+        folder, weights.format, weights.files, _kind(model),
         str(stored_dtype).replace('torch.', ''),
         str(dtype).replace('torch.', ''),
-        sum(k in stored for k in expected), ignored, fresh)
+        sum(k in stored for k in expected) if read_weights else 0, ignored,
+        fresh)
     (logger.warning if fresh else logger.info)(report.summary())
-    return LoadedIXC2(model, load_tokenizer(folder, config) if tokenizer
-                      else None, report)
+    return LoadedIXC2(model.eval(), load_tokenizer(folder, config)
+                      if tokenizer else None, report)
 
 
 def released_config(config, dtype):

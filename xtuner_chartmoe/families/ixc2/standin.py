@@ -233,10 +233,12 @@ def stage_counts(config_path):
         raise ValueError(f'{config_path}: no model; expected an IXC2 stage '
                          'config')
     model_cfg = dict(cfg.model)
-    for key in ('pretrained_pth', 'quantization_config'):
-        model_cfg.pop(key, None)
-    model_cfg['ixc2'] = ixc2_config(
+    model_cfg.pop('pretrained_pth', None)
+    llm = dict(model_cfg['llm'])
+    llm.pop('quantization_config', None)
+    llm['source'] = ixc2_config(
         chartmoe=model_cfg.pop('moe_projector', None) is not None)
+    model_cfg['llm'] = llm
     with torch.device('meta'):
         model = BUILDER.build(model_cfg)
     counts = {'total': 0, 'trainable': 0, 'vision_proj': 0, 'lora': 0}

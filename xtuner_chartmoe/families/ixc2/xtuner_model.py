@@ -12,8 +12,12 @@ and ``scripts/*.sh``) trains IXC2-VL-7B (arXiv 2401.16420) in stages:
   layer: the LoRA delta applies to every token, the layers' own
   ``Plora_A`` / ``Plora_B`` stay frozen.
 
-The module holds the whole model as ``self.ixc2`` (an
-:class:`IXC2ForCausalLM`, released key names under ``ixc2.``); LoRA is
+A config names the IXC2 causal LM as XTuner's LLaVA configs name theirs:
+``llm=dict(type=build_ixc2, source=..., torch_dtype=...,
+quantization_config=...)`` (XTuner's ``pth_to_hf`` reads its
+``quantization_config`` and builds the rest on the meta device). The module
+holds it as ``self.ixc2`` (an :class:`IXC2ForCausalLM`, released key names
+under ``ixc2.``; ``self.llm`` is the same module); LoRA is
 injected into ``self.ixc2.model`` in place, so the adapters are
 ``ixc2.model.layers.N.<linear>.lora_{A,B}.default.weight`` and the wrapped
 linears' own tensors ``...<linear>.base_layer.*``.
@@ -55,34 +59,74 @@ def next_token_loss(output, hidden, labels):
     return F.cross_entropy(logits, targets[keep])
 
 
-def build_ixc2(source, torch_dtype='auto'):
-    """``source``: a released folder or offline hub id (:func:`load_ixc2`),
-    an :class:`IXC2Config` or a dict of its fields (random weights)."""
+def resolve_dtype(torch_dtype):
+    """A torch dtype, or ``'auto'``, from a dtype or its name as a config
+    or ``--cfg-options`` gives it (``'bfloat16'``, ``'torch.float32'``)."""
+    if isinstance(torch_dtype, torch.dtype) or torch_dtype == 'auto':
+        return torch_dtype
+    dtype = getattr(torch, str(torch_dtype).replace('torch.', ''), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"torch_dtype={torch_dtype!r}: expected 'auto' or a "
+                         "float dtype ('bfloat16', 'float16', 'float32')")
+    return dtype
+
+
+def building_on_meta():
+    """Whether modules are being made on the meta device right now, as
+    under accelerate's ``init_empty_weights`` (XTuner's ``pth_to_hf``) or
+    ``torch.device('meta')``."""
+    return torch.nn.Linear(1, 1).weight.is_meta
+
+
+def build_ixc2(source, torch_dtype='auto', quantization_config=None):
+    """The IXC2 causal LM, XTuner's ``llm`` entry of an IXC2 config (as
+    ``AutoModelForCausalLM.from_pretrained`` is LLaVA's).
+
+    ``source``: a released folder or offline hub id (:func:`load_ixc2`;
+    built on meta from its ``config.json`` alone, no weight read, when
+    called on the meta device: XTuner's ``pth_to_hf`` then fills the
+    trained parts from the checkpoint), an :class:`IXC2Config` or a dict of
+    its fields (random weights). ``torch_dtype``: a dtype, its name or
+    ``'auto'`` (the stored one). ``quantization_config``: a bitsandbytes
+    4-bit config (or its config dict) for QLoRA (:mod:`.qlora`, CUDA).
+    """
+    dtype = resolve_dtype(torch_dtype)
     if isinstance(source, str):
-        return load_ixc2(source, torch_dtype=torch_dtype,
-                         tokenizer=False).model
-    config = source if isinstance(source, IXC2Config) else IXC2Config(
-        **source)
-    model = IXC2ForCausalLM(config)
-    return model if torch_dtype == 'auto' else model.to(torch_dtype)
+        model = load_ixc2(source, torch_dtype=dtype, tokenizer=False,
+                          read_weights=not building_on_meta()).model
+    else:
+        config = source if isinstance(source, IXC2Config) else IXC2Config(
+            **source)
+        model = IXC2ForCausalLM(config)
+        model = model if dtype == 'auto' else model.to(dtype)
+    if quantization_config is not None:
+        from .qlora import quantize_llm
+        quantize_llm(model, BUILDER.build(quantization_config) if isinstance(
+            quantization_config, dict) else quantization_config)
+    return model
 
 
 class IXC2ChartMoEModel(BaseModel):
     """IXC2 / ChartMoE for XTuner's trainer.
 
-    ``ixc2``: the base model (:func:`build_ixc2`: folder, hub id, config).
-    ``freeze_llm`` freezes ``model.*`` and ``output``;
-    ``freeze_visual_encoder`` the ViT (``vit``, run without gradients then);
-    ``vision_proj`` always trains. ``moe_projector=dict(pretrained=PATH)``
-    puts the MoE connector at ``PATH`` (a ``chartmoe build-moe`` folder or
-    ChartMoE's ``mlp_moe.pth``) in place of ``vision_proj``. ``llm_lora``: a
+    ``llm``: the IXC2 causal LM, a config dict of :func:`build_ixc2`
+    (``dict(type=build_ixc2, source=..., torch_dtype=...,
+    quantization_config=...)``, XTuner's ``llm`` entry) or a built
+    :class:`IXC2ForCausalLM`; held as ``self.ixc2`` (checkpoint keys
+    ``ixc2.*``), also ``self.llm``. ``freeze_llm`` freezes ``model.*`` and
+    ``output``; ``freeze_visual_encoder`` the ViT (``vit``, run without
+    gradients then); ``vision_proj`` always trains.
+    ``moe_projector=dict(pretrained=PATH)`` puts the MoE connector at
+    ``PATH`` (a ``chartmoe build-moe`` folder or ChartMoE's
+    ``mlp_moe.pth``) in place of ``vision_proj``. ``llm_lora``: a
     ``peft.LoraConfig`` (or its config dict), targets default
-    :data:`LORA_TARGETS`; the LLM's base weights are then frozen.
-    ``quantization_config``: a bitsandbytes 4-bit config (QLoRA); it needs
-    CUDA and stops at once otherwise (``QLoRANeedsCUDA``, naming
-    ``cpu_config``). ``pretrained_pth``: a training checkpoint loaded last
-    (e.g. the knowledge stage's into the SFT). ``max_length``: embeddings
-    per sequence (IXC2: 4096).
+    :data:`LORA_TARGETS`; the LLM's base weights are then frozen. An
+    ``llm`` with ``quantization_config`` (QLoRA) needs CUDA and stops at
+    once otherwise (``QLoRANeedsCUDA``, naming ``cpu_config``).
+    ``pretrained_pth``: a training checkpoint loaded last (e.g. the
+    knowledge stage's into the SFT; not on the meta device, where the
+    checkpoint being converted fills the trained parts). ``max_length``:
+    embeddings per sequence (IXC2: 4096).
 
     ``forward(data, mode='loss')`` with ``data`` from
     :func:`~.training_batch.ixc2_collate_fn` (``input_ids`` / ``labels`` /
@@ -94,24 +138,17 @@ class IXC2ChartMoEModel(BaseModel):
     plain :class:`IXC2ForCausalLM` with LoRA folded in.
     """
 
-    def __init__(self, ixc2, freeze_llm=True, freeze_visual_encoder=True,
+    def __init__(self, llm, freeze_llm=True, freeze_visual_encoder=True,
                  llm_lora=None, moe_projector=None, pretrained_pth=None,
-                 quantization_config=None, use_activation_checkpointing=True,
-                 max_length=4096, torch_dtype='auto', cpu_config=None,
-                 data_preprocessor=None, init_cfg=None):
+                 use_activation_checkpointing=True, max_length=4096,
+                 cpu_config=None, data_preprocessor=None, init_cfg=None):
         super().__init__(data_preprocessor=data_preprocessor,
                          init_cfg=init_cfg)
-        _require_cuda_for_quantization(
-            {'quantization_config': quantization_config}, cpu_config)
-        self.ixc2 = build_ixc2(ixc2, torch_dtype)
+        _require_cuda_for_quantization(llm, cpu_config)
+        self.ixc2 = BUILDER.build(llm) if isinstance(llm, dict) else llm
         self.routing_recorder = None
         if moe_projector is not None:
             self._put_moe(dict(moe_projector))
-        if quantization_config is not None:
-            from .qlora import quantize_llm
-            quantize_llm(self.ixc2, BUILDER.build(quantization_config)
-                         if isinstance(quantization_config, dict)
-                         else quantization_config)
         self.freeze_llm = freeze_llm or llm_lora is not None
         self.freeze_visual_encoder = freeze_visual_encoder
         self.ixc2.model.requires_grad_(not self.freeze_llm)
@@ -123,7 +160,7 @@ class IXC2ChartMoEModel(BaseModel):
             self._inject_lora(llm_lora)
         self.ixc2.model.gradient_checkpointing = use_activation_checkpointing
         self.max_length = max_length
-        if pretrained_pth is not None:
+        if pretrained_pth is not None and not self.ixc2.output.weight.is_meta:
             from xtuner.model.utils import guess_load_checkpoint
             report = load_checkpoint(self, guess_load_checkpoint(
                 pretrained_pth), pretrained_pth, group_depth=2)
@@ -156,7 +193,8 @@ class IXC2ChartMoEModel(BaseModel):
             raise ValueError(f'{path}: the MoE connector maps {got[0]} -> '
                              f'{got[1]}; this IXC2 needs {expected[0]} -> '
                              f'{expected[1]}')
-        self.ixc2.vision_proj = moe.to(self.ixc2.output.weight.dtype)
+        weight = self.ixc2.output.weight  # where the LLM is (CUDA: QLoRA)
+        self.ixc2.vision_proj = moe.to(weight.device, weight.dtype)
         config.num_experts = moe.config.num_experts
         config.num_selected = moe.config.num_selected
         print_log(f'MoE connector from {path}: {moe.config.num_experts} '
