@@ -287,7 +287,7 @@ def test_bad_input_stops_before_the_model_with_one_line(formats, tmp_path,
         f"error: {broken}[1]: fields found ['imgname'], expected ChartQA "
         "GitHub JSON: ['imgname', 'label', 'query']")
     assert run_on(tmp_path / 'missing.json') == (
-        f'error: data not found: {tmp_path / "missing.json"}')
+        f'error: data file not found: {tmp_path / "missing.json"}')
     assert run_on(formats['github'], '--image-folder',
                   str(tmp_path)).startswith(
         'error: none of the 5 image files exists (first: ')

@@ -28,6 +28,8 @@ def test_list_and_copy(tmp_path, capsys):
     names = capsys.readouterr().out.split()
     assert names == ['chartmoe_internlm2_chat_7b_clip_vit_large_p14_336_'
                      'align_json_e1_gpu8',
+                     'chartmoe_internlm_xcomposer2_vl_7b_align_json_e1_gpu4',
+                     'chartmoe_tiny_ixc2_align_json_e3_cpu',
                      'chartmoe_tiny_llama_tiny_clip_align_json_e3_cpu']
     assert len(config_paths()) >= 12
     copied = copy_config('chartmoe_tiny_llama_tiny_clip_align_json_e3_cpu',

@@ -34,7 +34,7 @@ def data_files(path, suffixes=DATA_SUFFIXES):
     if osp.isfile(path):
         return [path]
     if not osp.isdir(path):
-        raise FileNotFoundError(f'data not found: {path}')
+        raise FileNotFoundError(f'data file not found: {path}')
     found = []
     for root, dirs, files in os.walk(path):
         dirs[:] = sorted(d for d in dirs if not d.startswith('.'))

@@ -43,7 +43,7 @@ def open_source(data_path, split='train'):
     if isinstance(data_path, Dataset):
         return [Part(_dataset_name(data_path), undecoded(data_path))]
     if not osp.exists(data_path):
-        raise FileNotFoundError(f'data not found: {data_path}')
+        raise FileNotFoundError(f'data file not found: {data_path}')
     if osp.isdir(data_path):
         return [Part(path, _parquet(path))
                 for path in _split_shards(data_path, split)]
