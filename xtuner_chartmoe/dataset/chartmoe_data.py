@@ -19,16 +19,15 @@ images at 490 px. Bad records are named ``file[index]: reason`` and
 skipped with a warning or raised (``on_bad_record='error'``), as
 :class:`~.llava_dataset.ChartLLaVADataset` does.
 """
-import logging
 import os.path as osp
 import random
 
 from mmengine import print_log
-from PIL import Image
 from torch.utils.data import Dataset
 from xtuner.registry import BUILDER
 
-from .llava_dataset import load_records
+from .hub_files import image_path
+from .llava_dataset import image_problem, kept_records, load_records
 
 IMAGE_MARK = '<ImageHere>'
 COUNT_UNIT = 1000  # ChartMoE's given_num: counts are in thousands
@@ -93,22 +92,9 @@ def record_problem(record, image_folder, verify_images=False):
     marks = sum(t['value'].count(IMAGE_MARK) for t in turns)
     if marks != 1:
         return f'{marks} {IMAGE_MARK} marks for one image'
-    path = image_path(images[0], image_folder)
-    if not osp.isfile(path):
-        return f'image file missing: {path}'
-    if verify_images:
-        try:
-            with Image.open(path) as im:
-                im.verify()
-        except Exception as err:  # PIL raises many types
-            return f'image unreadable: {path} ({err})'
-    return None
-
-
-def image_path(path, image_folder):
-    """``path`` joined to ``image_folder``; None: as written (relative to
-    the working directory, as ChartMoE's ``data_mix.py`` opens it)."""
-    return path if image_folder is None else osp.join(image_folder, path)
+    # image_folder None: the path as written (relative to the working
+    # directory, as ChartMoE's data_mix.py opens it)
+    return image_problem(images[0], image_folder, verify_images)
 
 
 def valid_records(path, image_folder, on_bad_record='skip',
@@ -123,14 +109,7 @@ def valid_records(path, image_folder, on_bad_record='skip',
             bad.append(f'{path}[{index}]: {problem}')
         else:
             good.append(record)
-    if bad and on_bad_record == 'error':
-        raise ValueError(f'{len(bad)} bad record(s):\n' + '\n'.join(bad))
-    if bad:
-        print_log(f'skipped {len(bad)} bad record(s) of {path}; first:\n' +
-                  '\n'.join(bad[:5]), 'current', level=logging.WARNING)
-    if not good:
-        raise ValueError(f'{path}: no usable record')
-    return good
+    return kept_records(good, bad, path, on_bad_record)
 
 
 def draw(records, count, path, rng, count_unit=COUNT_UNIT,

@@ -54,6 +54,20 @@ def image_problem(image, image_folder=None, verify=True):
     return None
 
 
+def kept_records(good, bad, source, on_bad_record):
+    """``good`` once ``bad`` (``file[index]: reason`` lines of ``source``)
+    is dealt with as ``on_bad_record`` says: ``'error'`` raises listing
+    them, ``'skip'`` warns with the first five; no good record raises."""
+    if bad and on_bad_record == 'error':
+        raise ValueError(f'{len(bad)} bad record(s):\n' + '\n'.join(bad))
+    if bad:
+        print_log(f'skipped {len(bad)} bad record(s) of {source}; first:\n' +
+                  '\n'.join(bad[:5]), 'current', level=logging.WARNING)
+    if not good:
+        raise ValueError(f'{source}: no usable record')
+    return good
+
+
 def record_problem(mapped, image_folder, verify_images=True):
     """Why a mapped record (XTuner ``conversation`` format) is unusable, or
     None. Checks turns, empty texts, the image token and the image (a file
@@ -162,16 +176,8 @@ class ChartLLaVADataset(LLaVADataset):
                              'image': image, 'image_row': row,
                              'conversation': mapped['conversation']})
             offset += len(part.records)
-        names = ', '.join(part.name for part in parts)
-        if bad and on_bad_record == 'error':
-            raise ValueError(f'{len(bad)} bad record(s):\n' + '\n'.join(bad))
-        if bad:
-            print_log(f'skipped {len(bad)} bad record(s) of {names}; first:'
-                      '\n' + '\n'.join(bad[:5]), 'current',
-                      level=logging.WARNING)
-        if not good:
-            raise ValueError(f'{names}: no usable record')
-        return good
+        return kept_records(good, bad, ', '.join(p.name for p in parts),
+                            on_bad_record)
 
     def record_image(self, data_dict):
         """The RGB image of a tokenised record: its file, or its embedded
