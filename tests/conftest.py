@@ -109,3 +109,17 @@ def training_losses(work_dir):
     """The losses logged by the newest run in ``work_dir``."""
     from xtuner_chartmoe.engine.run_log import logged_scalars
     return [row['loss'] for row in logged_scalars(work_dir)]
+
+
+def chartmoe_layout_logits(model, pixels, ids):
+    """Logits of ChartMoE's inference layout through an IXC2-family
+    model's public API (ours or a release's remote code): ``<s>``, the
+    image, the prompt ``ids [1, L]``."""
+    import torch
+    with torch.no_grad():
+        image = model.encode_images(pixels.to(model.dtype))
+        embeds = torch.cat([model.embed_tokens(ids[:, :1]), image,
+                            model.embed_tokens(ids[:, 1:])], 1)
+        mask = torch.zeros(embeds.shape[:2], dtype=torch.bool)
+        mask[:, 1:1 + image.shape[1]] = True
+        return model(inputs_embeds=embeds, im_mask=mask).logits

@@ -17,7 +17,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, chartmoe_layout_logits
 
 REAL = osp.join(REPO, 'configs', 'chartmoe', 'internlm_xcomposer2_vl_7b',
                 'chartmoe_internlm_xcomposer2_vl_7b_{}.py')
@@ -95,17 +95,6 @@ def run(root, *args):
     assert result.returncode == 0, (f'{args[:2]}: {result.stdout[-2000:]}\n'
                                     f'{result.stderr[-4000:]}')
     return result.stdout + result.stderr
-
-
-def image_logits(model, pixels, ids):
-    """Logits of ChartMoE's layout: ``<s>``, the image, the prompt ids."""
-    with torch.no_grad():
-        image = model.encode_images(pixels.to(model.dtype))
-        embeds = torch.cat([model.embed_tokens(ids[:, :1]), image,
-                            model.embed_tokens(ids[:, 1:])], 1)
-        mask = torch.zeros(embeds.shape[:2], dtype=torch.bool)
-        mask[:, 1:1 + image.shape[1]] = True
-        return model(inputs_embeds=embeds, im_mask=mask).logits
 
 
 @pytest.fixture(scope='module')
@@ -186,8 +175,8 @@ def test_real_release_reloads_and_answers(recipe):
     torch.manual_seed(0)
     pixels = torch.randn(1, 3, 112, 112)
     ids = torch.tensor([[1, 92543, 300, 301, 92542]])
-    assert torch.equal(image_logits(remote, pixels, ids),
-                       image_logits(ours, pixels, ids))
+    assert torch.equal(chartmoe_layout_logits(remote, pixels, ids),
+                       chartmoe_layout_logits(ours, pixels, ids))
     del remote, ours
     chat = load_chat_model(release, dtype='bfloat16')
     image = recipe['root'] / 'data' / 'ChartMoE-Data' / 'chart.png'

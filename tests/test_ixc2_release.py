@@ -18,7 +18,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from conftest import REPO, run_tool
+from conftest import REPO, chartmoe_layout_logits, run_tool
 
 SFT = osp.join(REPO, 'configs', 'chartmoe', 'tiny',
                'chartmoe_tiny_ixc2_lora_e12_cpu_sft.py')
@@ -107,17 +107,6 @@ def trained_model(sft):
 def ixc2_state(folder):
     from xtuner_chartmoe.model import load_hf_folder_state
     return load_hf_folder_state(str(folder))
-
-
-def logits(model, pixels, ids):
-    """Logits of ChartMoE's layout: ``<s>``, the image, the prompt ids."""
-    with torch.no_grad():
-        image = model.encode_images(pixels.to(model.dtype))
-        embeds = torch.cat([model.embed_tokens(ids[:, :1]), image,
-                            model.embed_tokens(ids[:, 1:])], 1)
-        mask = torch.zeros(embeds.shape[:2], dtype=torch.bool)
-        mask[:, 1:1 + image.shape[1]] = True
-        return model(inputs_embeds=embeds, im_mask=mask).logits
 
 
 def test_hf_layout_holds_the_connector_adapter_and_manifest(sft):
@@ -248,8 +237,10 @@ def test_remote_code_loads_without_the_package_with_our_logits(sft, tmp_path):
                             capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     remote = torch.load(tmp_path / 'remote.pt')
-    ours = logits(load_ixc2(release, tokenizer=False).model, pixels, ids)
-    trained = logits(trained_model(sft).merged_ixc2(), pixels, ids)
+    ours = chartmoe_layout_logits(load_ixc2(release, tokenizer=False).model,
+                                  pixels, ids)
+    trained = chartmoe_layout_logits(trained_model(sft).merged_ixc2(),
+                                     pixels, ids)
     assert torch.equal(remote['model'], ours)
     assert torch.equal(remote['lm'], ours)
     torch.testing.assert_close(trained, ours, rtol=0, atol=1e-5)
